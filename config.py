@@ -1,0 +1,71 @@
+"""Every setting of the suite, with its default. Do not edit for one experiment: copy the keys you
+change into an override file in configs/ and run any script with ``--config configs/x.py``, or
+change one value with ``--set KEY=VALUE``. Unknown keys and values of the wrong type are errors.
+
+Scripts read these settings once and pass them down; nothing in utils/ imports this file.
+"""
+from typing import Literal
+
+# ----------------------------------------------------------------------------- general
+SEED = 1337                                  # one seed for splits, sampling, weights, batch order
+KERAS_BACKEND = ""                           # "tensorflow", "jax", "torch"; "" = $KERAS_BACKEND or tensorflow
+LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING"] = "INFO"  # console and log-file verbosity
+
+# ----------------------------------------------------------------------------- dataset (step 1)
+RAW_DATA = "data/raw"                        # folder-per-class root, or a CSV file listing recordings
+RAW_FORMAT: Literal["auto", "folders", "csv"] = "auto"  # auto: a .csv file is a CSV, a folder is folders
+CSV_PATH_COLUMN = "path"                     # CSV column with the audio path (relative to the CSV)
+CSV_LABEL_COLUMN = "label"                   # CSV column with the primary label
+CSV_SECONDARY_COLUMN = "secondary_labels"    # CSV column with background labels ("['a','b']" or a;b)
+CSV_SPLIT_COLUMN = "split"                   # CSV column with train/val/test (other values are skipped)
+DATASET_DIR = "data/dataset"                 # sorted dataset: train/, val/, test/, metadata/
+VAL_FRACTION = 0.2                           # share of each class's recordings held out for validation
+SORT_MODE: Literal["copy", "symlink", "move"] = "copy"  # how raw files get into the dataset
+
+# ----------------------------------------------------------------------------- spectrograms (step 2)
+SAMPLE_RATE = 44100                          # Hz; files at other rates are resampled (soxr)
+CHANNEL = "mean"                             # stereo/multichannel: "mean" or a channel index "0", "1"
+CHUNK_LENGTH = 1.0                           # seconds per chunk (one image)
+CHUNK_OVERLAP = 0.25                         # seconds shared by consecutive chunks
+MIN_CHUNK_LENGTH = 1.0                       # seconds; a shorter tail is dropped, a longer one padded
+SPEC_TYPE: Literal["mel", "linear"] = "mel"  # frequency scale of the image rows
+FMIN = 500.0                                 # Hz, lower band limit
+FMAX = 15000.0                               # Hz, upper band limit (at most SAMPLE_RATE / 2)
+N_FFT = 1024                                 # FFT size; the hop follows from CHUNK_LENGTH / IMAGE_WIDTH
+IMAGE_HEIGHT = 128                           # frequency rows per image
+IMAGE_WIDTH = 256                            # time columns per image
+TOP_DB = 80.0                                # dynamic range kept below each chunk's peak
+SIGNAL_THRESHOLD = 0.0001                    # signal-pixel fraction below which a chunk is noise
+KEEP_NOISE = True                            # keep rejected chunks (marked noise) for augmentation
+STORE_DIR = "data/store"                     # stores live here, one folder per settings fingerprint
+SPEC_WORKERS = 0                             # worker processes for extraction; 0 = all cores
+
+# ----------------------------------------------------------------------------- model
+MODEL: Literal["resnet"] = "resnet"          # architecture family
+FILTERS = [16, 32, 64, 128]                  # filters per residual stage (one stage per entry)
+BLOCKS_PER_STAGE = 1                         # residual blocks in each stage
+DROPOUT = 0.5                                # dropout before the classifier
+MULTI_LABEL = False                          # sigmoid head trained on primary + background labels
+
+# ----------------------------------------------------------------------------- training (step 3)
+RUNS_DIR = "runs"                            # every run writes to RUNS_DIR/RUN_NAME
+RUN_NAME = "default"                         # name of this experiment's run folder
+EPOCHS = 30                                  # passes over the training chunks
+BATCH_SIZE = 32                              # chunks per training step
+LEARNING_RATE = 0.001                        # peak learning rate (cosine decay to 0)
+WEIGHT_DECAY = 0.0001                        # AdamW decoupled weight decay
+SNAPSHOT_EPOCHS = 5                          # save a snapshot every N epochs; 0 = never
+SELECT_METRIC: Literal["val_rec_mlrap", "val_rec_top1", "val_loss"] = "val_rec_mlrap"  # picks best.keras
+EARLY_STOPPING = 10                          # epochs without improvement before stopping; 0 = never
+
+# ----------------------------------------------------------------------------- testing (step 4)
+TEST_SPLIT: Literal["val", "test", "train"] = "val"  # dataset split that test.py scores
+TEST_MODEL = ""                              # model file; "" = RUNS_DIR/RUN_NAME/best.keras
+POOLING: Literal["median_filtered", "mean", "max"] = "median_filtered"  # chunk -> recording scores
+TEST_WITH_BACKGROUND = True                  # count background labels as correct in MLRAP
+PREDICT_BATCH_SIZE = 128                     # chunks per model call when scoring
+
+# ----------------------------------------------------------------------------- submission (step 5)
+SUBMISSION_AUDIO = ""                        # folder of audio files to score; "" = the TEST_SPLIT files
+SUBMISSION_FILE = ""                         # output CSV; "" = RUNS_DIR/RUN_NAME/submission.csv
+SUBMISSION_TOP_N = 5                         # classes listed per recording

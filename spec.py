@@ -1,0 +1,26 @@
+"""Step 2: spectrogram chunks of every sorted recording into the training store.
+
+    python spec.py --config configs/demo.py
+"""
+import click
+
+from utils import steps
+from utils.cli import settings_from_cli, settings_options, user_errors
+from utils.log import setup_logging
+
+
+@click.command()
+@settings_options
+@user_errors()
+def main(config_file, overrides):
+    """Extract chunks (resumable: completed recordings are kept, the rest are processed)."""
+    s = settings_from_cli(config_file, overrides)
+    setup_logging(s.LOG_LEVEL)
+    summary = steps.spec_step(s)
+    click.echo(f"Store {summary['store']}: {summary['signal_chunks']} signal and "
+               f"{summary['noise_chunks']} noise chunks from {summary['recordings']} recordings; "
+               f"{summary['problems']} files skipped (see problems.csv)")
+
+
+if __name__ == "__main__":
+    main()

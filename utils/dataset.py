@@ -1,0 +1,227 @@
+"""Step 1 logic: raw datasets -> ``train/<class>/``, ``val/<class>/``, ``test/<class>/`` and
+``metadata/<id>.json`` (the dataset's source of truth for every later step)."""
+from __future__ import annotations
+
+import ast
+import logging
+import os
+import re
+import shutil
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from utils.audio import AUDIO_EXTENSIONS, AudioError, audio_info
+from utils.fileio import atomic_path, atomic_write_json, read_json
+from utils.names import safe_name, short_hash, unique_names
+
+log = logging.getLogger("bioacoustics")
+
+SPLITS = ("train", "val", "test")
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "test": "test", "testing": "test"}
+SORT_MODES = ("copy", "symlink", "move")
+
+
+@dataclass
+class RawItem:
+    """One recording as found in the raw dataset, before sorting."""
+
+    source: str
+    label: str
+    background: list[str] = field(default_factory=list)
+    split: str | None = None
+
+
+@dataclass
+class Recording:
+    """One sorted recording, as stored in ``metadata/<id>.json``."""
+
+    id: str
+    primary: str
+    background: list[str]
+    split: str
+    file: str  # path relative to the dataset folder
+    source: str
+    duration: float
+    sample_rate: int
+    channels: int
+
+    def path(self, dataset_dir: str | Path) -> Path:
+        return Path(dataset_dir) / self.file
+
+
+# ---------------------------------------------------------------- reading raw datasets
+
+def scan_folders(root: str | Path, extensions: Iterable[str] = AUDIO_EXTENSIONS) -> list[RawItem]:
+    """Folder-per-class: ``root/<label>/**/<audio>``; the folder name is the label."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"raw data folder not found: {root}")
+    exts = {e.lower() for e in extensions}
+    items = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in sorted(class_dir.rglob("*")):
+            if path.is_file() and path.suffix.lower() in exts:
+                items.append(RawItem(str(path), class_dir.name))
+    return items
+
+
+def parse_label_list(value) -> list[str]:
+    """Secondary labels as written by different datasets: "['a', 'b']", "a;b", "a|b" or "a b"."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    text = str(value).strip()
+    if not text or text in ("[]", "nan"):
+        return []
+    if text.startswith("["):
+        try:
+            return [str(v).strip() for v in ast.literal_eval(text) if str(v).strip()]
+        except (ValueError, SyntaxError):
+            text = text.strip("[]")
+    return [v.strip().strip("'\"") for v in re.split(r"[;|,]", text) if v.strip().strip("'\"")]
+
+
+def scan_csv(csv_path: str | Path, path_column: str = "path", label_column: str = "label",
+             secondary_column: str = "secondary_labels", split_column: str = "split",
+             audio_root: str | Path | None = None) -> tuple[list[RawItem], list[dict]]:
+    """Generic CSV: one row per recording; paths relative to ``audio_root`` (default: CSV folder).
+
+    Returns the items and the rows that were skipped (with the reason).
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"CSV not found: {csv_path}")
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    for column in (path_column, label_column):
+        if column not in table.columns:
+            raise ValueError(f"{csv_path}: no column {column!r} (columns: {', '.join(table.columns)})")
+    base = Path(audio_root) if audio_root else csv_path.parent
+    items, skipped = [], []
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        source = base / row[path_column]
+        label = row[label_column].strip()
+        split = None
+        if split_column in table.columns and row[split_column].strip():
+            split = SPLIT_ALIASES.get(row[split_column].strip().lower())
+            if split is None:
+                skipped.append({"source": str(source), "reason": f"split {row[split_column]!r} "
+                                "is not train/val/test", "line": line})
+                continue
+        if not label:
+            skipped.append({"source": str(source), "reason": "empty label", "line": line})
+            continue
+        background = parse_label_list(row.get(secondary_column, ""))
+        items.append(RawItem(str(source), label, [b for b in background if b != label], split))
+    return items, skipped
+
+
+# ---------------------------------------------------------------- splitting
+
+def assign_splits(items: list[RawItem], val_fraction: float, seed: int) -> list[RawItem]:
+    """Stratified split by recording for items without a given split.
+
+    Every class with two or more recordings gets at least one validation recording (and keeps at
+    least one for training); a class with one recording keeps it for training.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"VAL_FRACTION must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[RawItem]] = defaultdict(list)
+    for item in items:
+        if item.split is None:
+            by_label[item.label].append(item)
+    for label in sorted(by_label):
+        group = sorted(by_label[label], key=lambda i: i.source)
+        order = rng.permutation(len(group))
+        n_val = 0
+        if val_fraction > 0 and len(group) >= 2:
+            n_val = min(len(group) - 1, max(1, int(round(val_fraction * len(group)))))
+        for rank, index in enumerate(order):
+            group[index].split = "val" if rank < n_val else "train"
+    return items
+
+
+# ---------------------------------------------------------------- writing the dataset
+
+def recording_ids(items: list[RawItem]) -> list[str]:
+    """Readable ids from file names; a name used twice gets a hash of its full source path."""
+    stems = [safe_name(Path(i.source).stem) for i in items]
+    seen: dict[str, int] = defaultdict(int)
+    for stem in stems:
+        seen[stem.casefold()] += 1
+    return [f"{stem}_{short_hash(item.source)}" if seen[stem.casefold()] > 1 else stem
+            for stem, item in zip(stems, items)]
+
+
+def place_file(source: Path, target: Path, mode: str) -> None:
+    """Copy, link or move one file so that an interruption never loses it.
+
+    ``move`` copies to a temporary name, checks the size, renames, and only then deletes the source.
+    """
+    if mode not in SORT_MODES:
+        raise ValueError(f"SORT_MODE must be one of {SORT_MODES}, got {mode!r}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "symlink":
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        os.symlink(source.resolve(), target)
+        return
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+        if tmp.stat().st_size != source.stat().st_size:
+            raise OSError(f"copy of {source} is incomplete")
+    if mode == "move":
+        source.unlink()
+
+
+def sort_dataset(items: list[RawItem], dataset_dir: str | Path, mode: str = "copy") -> dict:
+    """Place every item under ``<dataset>/<split>/<class>/`` and write its metadata JSON.
+
+    Re-running is safe: recordings whose metadata and file already exist are skipped, so an
+    interrupted run (including ``move``) completes on the next call.
+    """
+    dataset_dir = Path(dataset_dir)
+    folders = unique_names(i.label for i in items)
+    ids = recording_ids(items)
+    summary = {"sorted": 0, "already_done": 0, "problems": [], "splits": defaultdict(int)}
+    for item, rec_id in tqdm(list(zip(items, ids)), desc="sorting", unit="file"):
+        meta_path = dataset_dir / "metadata" / f"{rec_id}.json"
+        if meta_path.exists():
+            done = Recording(**read_json(meta_path))
+            if done.path(dataset_dir).exists() or done.path(dataset_dir).is_symlink():
+                summary["already_done"] += 1
+                summary["splits"][done.split] += 1
+                continue
+        source = Path(item.source)
+        if not source.exists():
+            summary["problems"].append({"source": item.source, "reason": "file not found"})
+            continue
+        try:
+            duration, rate, channels = audio_info(source)
+        except AudioError as exc:
+            summary["problems"].append({"source": item.source, "reason": exc.reason})
+            continue
+        relative = Path(item.split) / folders[item.label] / f"{rec_id}{source.suffix.lower()}"
+        record = Recording(rec_id, item.label, sorted(set(item.background)), item.split,
+                           relative.as_posix(), str(source), round(duration, 4), rate, channels)
+        place_file(source, dataset_dir / relative, mode)
+        atomic_write_json(meta_path, asdict(record))
+        summary["sorted"] += 1
+        summary["splits"][item.split] += 1
+    summary["splits"] = dict(summary["splits"])
+    return summary
+
+
+def load_recordings(dataset_dir: str | Path, split: str | None = None) -> list[Recording]:
+    """All recordings of a sorted dataset (optionally one split), sorted by id."""
+    meta_dir = Path(dataset_dir) / "metadata"
+    if not meta_dir.is_dir():
+        raise FileNotFoundError(f"no sorted dataset at {dataset_dir}: run sort_data.py first")
+    records = [Recording(**read_json(p)) for p in sorted(meta_dir.glob("*.json"))]
+    return [r for r in records if split is None or r.split == split]

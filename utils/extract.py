@@ -1,0 +1,99 @@
+"""Step 2 logic: audio files -> spectrogram chunks -> signal/noise gating -> the store."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from utils.audio import AudioError, load_audio
+from utils.gating import signal_fraction
+from utils.spectrogram import SpecParams, chunk_images, split_chunks, to_uint8
+from utils.store import Store, StoreWriter
+
+log = logging.getLogger("bioacoustics")
+
+
+def file_images(path: str | Path, params: SpecParams, pad_short: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """All chunk images of one file (float32 in [0, 1]) and their start times in seconds."""
+    signal = load_audio(path, params.sample_rate, params.channel)
+    chunks, starts = split_chunks(signal, params, pad_short=pad_short)
+    return chunk_images(chunks, params), starts
+
+
+@dataclass(frozen=True)
+class Job:
+    recording: str
+    path: str
+    label: str
+    split: str
+
+
+def _process(job: Job, params: SpecParams) -> dict:
+    try:
+        images, starts = file_images(job.path, params)
+    except AudioError as exc:
+        return {"job": job, "status": "error", "detail": exc.reason}
+    except MemoryError:
+        return {"job": job, "status": "error", "detail": "out of memory"}
+    if len(images) == 0:
+        return {"job": job, "status": "too_short", "detail": "shorter than MIN_CHUNK_LENGTH"}
+    return {"job": job, "status": "ok", "detail": "", "images": to_uint8(images),
+            "starts": starts, "s2n": signal_fraction(images)}
+
+
+def worker_count(requested: int) -> int:
+    return requested if requested > 0 else max(1, os.cpu_count() or 1)
+
+
+def map_jobs(func, jobs: list, workers: int, *args) -> Iterator:
+    """Ordered results of ``func(job, *args)``; worker processes when workers > 1."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield func(job, *args)
+        return
+    # spawn, not fork: the parent may hold threads (TensorFlow, BLAS) that fork would break
+    context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from pool.map(func, jobs, *[[a] * len(jobs) for a in args], chunksize=1)
+
+
+def extract_to_store(jobs: Iterable[Job], params: SpecParams, store_root: str | Path,
+                     signal_threshold: float, keep_noise: bool, workers: int = 0,
+                     store_settings: dict | None = None, shard_size: int = 4096) -> tuple[Store, dict]:
+    """Write every job's chunks into the store at ``store_root``; completed recordings are skipped."""
+    settings = store_settings or {"spec": params.to_dict(), "signal_threshold": signal_threshold,
+                                  "keep_noise": keep_noise}
+    writer = StoreWriter(Path(store_root), settings, shard_size=shard_size)
+    jobs = list(jobs)
+    todo = [j for j in jobs if j.recording not in writer.completed]
+    if len(todo) < len(jobs):
+        log.info("resuming: %d of %d recordings already in the store", len(jobs) - len(todo), len(jobs))
+    counts = {"ok": 0, "too_short": 0, "error": 0, "signal_chunks": 0, "noise_chunks": 0}
+    problems = []
+    results = map_jobs(_process, todo, worker_count(workers), params)
+    for result in tqdm(results, total=len(todo), desc="spectrograms", unit="file"):
+        job = result["job"]
+        counts[result["status"]] += 1
+        if result["status"] != "ok":
+            problems.append({"recording": job.recording, "path": job.path,
+                             "status": result["status"], "detail": result["detail"]})
+            writer.add(job.recording, np.zeros((0,)), [], result["status"], result["detail"])
+            continue
+        noise = result["s2n"] < signal_threshold
+        keep = ~noise | keep_noise
+        rows = [{"recording": job.recording, "label": job.label, "split": job.split,
+                 "start": round(float(t), 4), "s2n": round(float(s), 6), "noise": bool(n)}
+                for t, s, n in zip(result["starts"][keep], result["s2n"][keep], noise[keep])]
+        counts["signal_chunks"] += int((~noise).sum())
+        counts["noise_chunks"] += int(noise.sum())
+        writer.add(job.recording, result["images"][keep], rows)
+    store = writer.close()
+    return store, {"counts": counts, "problems": problems}

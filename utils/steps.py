@@ -1,0 +1,207 @@
+"""The five pipeline steps as functions of a settings mapping.
+
+Scripts read the settings at their edge and call one of these; evaluate.py and the end-to-end
+tests call several in a row. Keras is imported only inside the steps that need a model, after the
+backend has been chosen.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from utils.audio import AUDIO_EXTENSIONS
+from utils.dataset import assign_splits, load_recordings, scan_csv, scan_folders, sort_dataset
+from utils.extract import Job, extract_to_store, worker_count
+from utils.fileio import atomic_write_json, atomic_write_text
+from utils.settings import save_settings
+from utils.spectrogram import SpecParams
+from utils.store import store_path
+
+log = logging.getLogger("bioacoustics")
+
+Settings = Mapping[str, Any]
+
+
+def use_backend(name: str) -> None:
+    """Choose the Keras backend before keras is first imported ("" keeps the environment's)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not name:
+        return
+    if "keras" in sys.modules and sys.modules["keras"].backend.backend() != name:
+        raise RuntimeError(f"keras is already running on {sys.modules['keras'].backend.backend()!r}; "
+                           f"cannot switch to {name!r} in this process")
+    os.environ["KERAS_BACKEND"] = name
+
+
+def run_dir(s: Settings) -> Path:
+    return Path(s["RUNS_DIR"]) / s["RUN_NAME"]
+
+
+def model_file(s: Settings) -> Path:
+    return Path(s["TEST_MODEL"]) if s["TEST_MODEL"] else run_dir(s) / "best.keras"
+
+
+# ---------------------------------------------------------------- step 1
+
+def sort_step(s: Settings) -> dict:
+    raw = Path(s["RAW_DATA"])
+    fmt = s["RAW_FORMAT"]
+    if fmt == "auto":
+        fmt = "csv" if raw.suffix.lower() == ".csv" else "folders"
+    skipped: list[dict] = []
+    if fmt == "csv":
+        items, skipped = scan_csv(raw, s["CSV_PATH_COLUMN"], s["CSV_LABEL_COLUMN"],
+                                  s["CSV_SECONDARY_COLUMN"], s["CSV_SPLIT_COLUMN"])
+    else:
+        items = scan_folders(raw)
+    if not items:
+        raise ValueError(f"no recordings found in {raw}")
+    items = assign_splits(items, s["VAL_FRACTION"], s["SEED"])
+    summary = sort_dataset(items, s["DATASET_DIR"], s["SORT_MODE"])
+    summary["problems"] += skipped
+    dataset = Path(s["DATASET_DIR"])
+    save_settings(s, dataset / "sort_config.json")
+    atomic_write_json(dataset / "sort_summary.json", summary)
+    return summary
+
+
+# ---------------------------------------------------------------- step 2
+
+def store_settings(s: Settings) -> dict:
+    """What a store's content depends on; its fingerprint names the store folder."""
+    return {"spec": SpecParams.from_settings(s).to_dict(), "signal_threshold": s["SIGNAL_THRESHOLD"],
+            "keep_noise": s["KEEP_NOISE"], "dataset": str(Path(s["DATASET_DIR"]).resolve())}
+
+
+def store_root(s: Settings) -> Path:
+    blob = json.dumps(store_settings(s), sort_keys=True).encode()
+    return store_path(s["STORE_DIR"], hashlib.sha256(blob).hexdigest()[:12])
+
+
+def spec_step(s: Settings) -> dict:
+    params = SpecParams.from_settings(s)
+    recordings = load_recordings(s["DATASET_DIR"])
+    if not recordings:
+        raise ValueError(f"the dataset at {s['DATASET_DIR']} has no recordings")
+    jobs = [Job(r.id, str(r.path(s["DATASET_DIR"])), r.primary, r.split) for r in recordings]
+    root = store_root(s)
+    store, report = extract_to_store(jobs, params, root, s["SIGNAL_THRESHOLD"], s["KEEP_NOISE"],
+                                     workers=worker_count(s["SPEC_WORKERS"]),
+                                     store_settings=store_settings(s))
+    save_settings(s, root / "spec_config.json")
+    problems = pd.DataFrame(report["problems"], columns=["recording", "path", "status", "detail"])
+    atomic_write_text(root / "problems.csv", problems.to_csv(index=False))
+    index = store.index
+    summary = {"store": str(root), "recordings": len(store.recordings),
+               "signal_chunks": int((~index["noise"]).sum()), "noise_chunks": int(index["noise"].sum()),
+               "problems": len(problems), "this_run": report["counts"]}
+    atomic_write_json(root / "summary.json", summary)
+    for problem in report["problems"]:
+        log.warning("skipped %s: %s", problem["path"], problem["detail"])
+    return summary
+
+
+# ---------------------------------------------------------------- step 3
+
+def train_step(s: Settings) -> dict:
+    use_backend(s["KERAS_BACKEND"])
+    from utils.store import Store
+    from utils.training import TrainOptions, train_model
+
+    store = Store(store_root(s))
+    background = {r.id: r.background for r in load_recordings(s["DATASET_DIR"])}
+    out = run_dir(s)
+    save_settings(s, out / "config.json")
+    result = train_model(store, background, out, TrainOptions.from_settings(s),
+                         extra_meta={"run": s["RUN_NAME"], "store": str(store.root)})
+    atomic_write_json(out / "train_summary.json", result)
+    return result
+
+
+# ---------------------------------------------------------------- step 4
+
+def test_step(s: Settings) -> dict:
+    use_backend(s["KERAS_BACKEND"])
+    from utils.evaluation import evaluate_recordings, write_report
+    from utils.model_io import load_model
+
+    model, meta = load_model(model_file(s))
+    _note_spec_differences(meta, s)
+    recordings = load_recordings(s["DATASET_DIR"], s["TEST_SPLIT"])
+    if not recordings:
+        raise ValueError(f"no recordings in the {s['TEST_SPLIT']!r} split of {s['DATASET_DIR']}")
+    table, pooled, summary = evaluate_recordings(
+        model, meta, recordings, s["DATASET_DIR"], s["POOLING"], s["TEST_WITH_BACKGROUND"],
+        batch_size=s["PREDICT_BATCH_SIZE"], workers=worker_count(s["SPEC_WORKERS"]))
+    summary.update(split=s["TEST_SPLIT"], model=str(model_file(s)))
+    out = run_dir(s) / f"test-{s['TEST_SPLIT']}"
+    write_report(out, table, pooled, summary)
+    summary["report"] = str(out)
+    return summary
+
+
+def _note_spec_differences(meta: dict, s: Settings) -> None:
+    current = SpecParams.from_settings(s).to_dict()
+    changed = sorted(k for k, v in meta["spec"].items() if current.get(k) != v)
+    if changed:
+        log.info("scoring with the model's own spectrogram settings; the config differs in: %s",
+                 ", ".join(changed))
+
+
+# ---------------------------------------------------------------- step 5
+
+def submission_files(s: Settings) -> dict[str, Path]:
+    """Recording id -> audio path for the files to score."""
+    if s["SUBMISSION_AUDIO"]:
+        folder = Path(s["SUBMISSION_AUDIO"])
+        if not folder.is_dir():
+            raise FileNotFoundError(f"SUBMISSION_AUDIO folder not found: {folder}")
+        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+        stems = [p.stem for p in paths]
+        unique = len(set(stems)) == len(stems)
+        return {(p.stem if unique else p.relative_to(folder).with_suffix("").as_posix()): p
+                for p in paths}
+    return {r.id: r.path(s["DATASET_DIR"]) for r in load_recordings(s["DATASET_DIR"], s["TEST_SPLIT"])}
+
+
+def submission_step(s: Settings) -> dict:
+    use_backend(s["KERAS_BACKEND"])
+    import numpy as np
+    from tqdm import tqdm
+
+    from utils.inference import score_files
+    from utils.model_io import load_model
+    from utils.pooling import pool
+    from utils.writers import check_topn_csv, topn_table, write_topn_csv
+
+    model, meta = load_model(model_file(s))
+    files = submission_files(s)
+    if not files:
+        raise ValueError("no audio files to score")
+    ids = {str(p): rec for rec, p in files.items()}
+    params = SpecParams.from_dict(meta["spec"])
+    scored, errors = {}, []
+    results = score_files(model, params, files.values(), s["PREDICT_BATCH_SIZE"],
+                          worker_count(s["SPEC_WORKERS"]))
+    for result in tqdm(results, total=len(files), desc="scoring", unit="file"):
+        if result.scores is None:
+            errors.append({"file": result.path, "reason": result.error})
+            log.warning("skipped %s: %s", result.path, result.error)
+            continue
+        scored[ids[result.path]] = pool(result.scores, s["POOLING"])
+    names = sorted(scored)
+    table = topn_table(names, np.array([scored[n] for n in names]), meta["classes"],
+                       s["SUBMISSION_TOP_N"])
+    out = Path(s["SUBMISSION_FILE"]) if s["SUBMISSION_FILE"] else run_dir(s) / "submission.csv"
+    write_topn_csv(out, table)
+    problems = check_topn_csv(out, meta["classes"], s["SUBMISSION_TOP_N"])
+    if problems:
+        raise ValueError(f"{out} failed its check: {problems[:3]}")
+    return {"file": str(out), "recordings": len(names), "skipped": errors}
