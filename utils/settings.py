@@ -36,7 +36,10 @@ def read_settings_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]
         return {k: v for k, v in values.items() if k.isupper()}, {}
     namespace: dict[str, Any] = {"__file__": str(path), "__name__": "__settings__"}
     try:
-        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)
+        # dont_inherit: this module's `from __future__ import annotations` would turn the file's
+        # type annotations into strings
+        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec", dont_inherit=True),
+             namespace)
     except Exception as exc:  # a broken override file must name itself
         raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
     values = {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
@@ -113,6 +116,18 @@ def coerce(value: Any, spec: Any) -> Any:
     return value if isinstance(value, spec) else _NO_MATCH
 
 
+def inferred_type(default: Any) -> Any:
+    """The type a default implies: list[int] for [16, 32]; any value for None."""
+    if default is None:
+        return Any
+    if isinstance(default, (list, tuple)) and default:
+        kinds = {type(v) for v in default}
+        if len(kinds) == 1:
+            kind = kinds.pop()
+            return list[kind] if isinstance(default, list) else tuple[kind, ...]
+    return type(default)
+
+
 def parse_override(pair: str) -> tuple[str, str]:
     key, sep, raw = pair.partition("=")
     if not sep or not key.strip():
@@ -142,6 +157,12 @@ class Settings(Mapping):
             return self._values[key]
         except KeyError:
             raise ConfigError(unknown_key_message(key, self._values)) from None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._values.get(key, default)
 
     def __iter__(self):
         return iter(self._values)
@@ -194,7 +215,7 @@ def load_settings(defaults_file: str | Path, config_file: str | Path | None = No
                   overrides: typing.Iterable[str] = ()) -> Settings:
     """Defaults, then an optional override file, then ``KEY=VALUE`` overrides, in that order."""
     defaults, annotations = read_settings_file(defaults_file)
-    specs = {k: annotations.get(k, Any if v is None else type(v)) for k, v in defaults.items()}
+    specs = {k: annotations.get(k, inferred_type(v)) for k, v in defaults.items()}
     values = dict(defaults)
     sources = [str(defaults_file)]
     if config_file:

@@ -1,0 +1,12 @@
+# InsectSet32 (Faiss & Stowell 2023): 32 Orthoptera and Cicadidae species, official split.
+# Only dataset facts live here: where it is, its columns and split, its sample rate and band.
+RAW_DATA = "../shared/data/insectset32/metadata.csv"
+CSV_LABEL_COLUMN = "species"                 # column "split" holds train/validation/test
+DATASET_DIR = "data/insectset32/dataset"
+STORE_DIR = "data/insectset32/store"
+SORT_MODE = "symlink"                        # leave the shared copy where it is
+RUN_NAME = "insectset32"
+SAMPLE_RATE = 32000                          # the stored FLACs are 32 kHz
+FMIN = 200.0                                 # crickets and cicadas sing low as well as high
+FMAX = 16000.0
+TEST_SPLIT = "test"                          # report on the official test split

@@ -1,0 +1,36 @@
+"""Shared fixtures: settings pointing into a temporary folder and a tiny synthetic dataset."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from utils.cli import DEFAULTS_FILE  # noqa: E402
+from utils.settings import load_settings  # noqa: E402
+from utils.synth import make_dataset  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Small, fast settings for pipeline tests: tiny images and model, few epochs.
+TINY = [
+    "SAMPLE_RATE=16000", "FMIN=200.0", "FMAX=7800.0", "IMAGE_HEIGHT=32", "IMAGE_WIDTH=64",
+    "N_FFT=512", "FILTERS=[8, 16]", "EPOCHS=3", "BATCH_SIZE=16", "SPEC_WORKERS=1",
+    "SNAPSHOT_EPOCHS=2", "EARLY_STOPPING=0",
+]
+
+
+def make_settings(tmp_path: Path, *overrides: str, config_file: str | None = None):
+    paths = [f"DATASET_DIR={tmp_path / 'dataset'}", f"STORE_DIR={tmp_path / 'store'}",
+             f"RUNS_DIR={tmp_path / 'runs'}"]
+    return load_settings(DEFAULTS_FILE, config_file, [*paths, *overrides])
+
+
+@pytest.fixture(scope="session")
+def tiny_raw(tmp_path_factory) -> Path:
+    """labels.csv of 3 species x 6 recordings of 4-6 s at 16 kHz (with some secondary labels)."""
+    root = tmp_path_factory.mktemp("raw")
+    return make_dataset(root, n_species=3, recordings_per_species=6, seconds=(4.0, 6.0),
+                        sample_rate=16000, unlabelled=2, seed=1)

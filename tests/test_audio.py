@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from utils.audio import AudioError, audio_info, load_audio, write_audio
+
+
+def tone(freq, seconds, sr):
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_resampling_keeps_duration_and_pitch(tmp_path):
+    write_audio(tmp_path / "a.flac", tone(1000, 2.0, 48000), 48000)
+    signal = load_audio(tmp_path / "a.flac", 16000)
+    assert signal.dtype == np.float32 and len(signal) == 32000
+    spectrum = np.abs(np.fft.rfft(signal))
+    assert abs(np.fft.rfftfreq(len(signal), 1 / 16000)[spectrum.argmax()] - 1000) < 2
+
+
+def test_stereo_mean_or_channel(tmp_path):
+    left, right = tone(500, 1, 8000), np.zeros(8000, np.float32)
+    sf.write(tmp_path / "s.wav", np.stack([left, right], axis=1), 8000)
+    assert np.allclose(load_audio(tmp_path / "s.wav", 8000), left / 2, atol=1e-4)
+    assert np.allclose(load_audio(tmp_path / "s.wav", 8000, channel=1), 0)
+    assert audio_info(tmp_path / "s.wav") == (1.0, 8000, 2)
+
+
+@pytest.mark.parametrize("content", [b"", b"RIFF\x00\x00", b"not audio at all" * 100])
+def test_unreadable_files_raise_audio_error_naming_the_file(tmp_path, content):
+    path = tmp_path / "bad file.wav"
+    path.write_bytes(content)
+    with pytest.raises(AudioError, match="bad file.wav"):
+        load_audio(path, 16000)
+    with pytest.raises(AudioError):
+        audio_info(path)
+
+
+def test_long_ogg_written_in_blocks_reads_back(tmp_path):
+    signal = tone(440, 70, 16000)
+    write_audio(tmp_path / "long.ogg", signal, 16000)
+    assert abs(audio_info(tmp_path / "long.ogg")[0] - 70) < 0.1

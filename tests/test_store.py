@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from utils.store import Store, StoreError, StoreWriter
+
+
+def rows(rec, n, label="a"):
+    return [{"recording": rec, "label": label, "split": "train", "start": float(i), "s2n": 0.1,
+             "noise": False} for i in range(n)]
+
+
+def images(n, value):
+    return np.full((n, 4, 6), value, np.uint8)
+
+
+def test_committed_shards_are_read_back_in_order(tmp_path):
+    writer = StoreWriter(tmp_path / "s", {"spec": {"height": 4, "width": 6}}, shard_size=3)
+    writer.add("r1", images(2, 10), rows("r1", 2))
+    writer.add("r2", images(2, 20), rows("r2", 2))   # shard 0 is full: flushed
+    writer.add("empty", images(0, 0), [], status="too_short")
+    writer.add("r3", images(1, 30), rows("r3", 1))
+    store = writer.close()
+    assert store.index["recording"].tolist() == ["r1", "r1", "r2", "r2", "r3"]
+    assert set(store.recordings) == {"r1", "r2", "empty", "r3"}
+    assert store.recordings["empty"]["status"] == "too_short"
+    picked = store.images(store.index["shard"].to_numpy()[[4, 0, 2]], store.index["row"].to_numpy()[[4, 0, 2]])
+    assert np.allclose(picked[:, 0, 0] * 255, [30, 10, 20])
+    assert (tmp_path / "s" / "index.csv").exists()
+
+
+def test_uncommitted_shard_files_are_removed_and_redone(tmp_path):
+    writer = StoreWriter(tmp_path / "s", {"spec": {"height": 4, "width": 6}}, shard_size=100)
+    writer.add("r1", images(2, 1), rows("r1", 2))
+    writer.flush()
+    # a killed run: shard 1 data written, commit marker missing
+    np.save(tmp_path / "s" / "shards" / "00001.npy", images(5, 9))
+    (tmp_path / "s" / "shards" / ".00002.npy.abc.tmp.npy").write_bytes(b"partial")
+    again = StoreWriter(tmp_path / "s", {"spec": {"height": 4, "width": 6}})
+    assert set(again.completed) == {"r1"}
+    assert sorted(p.name for p in (tmp_path / "s" / "shards").iterdir()) == [
+        "00000.csv", "00000.done.json", "00000.npy"]
+    again.add("r2", images(1, 2), rows("r2", 1))
+    assert len(again.close().index) == 3
+
+
+def test_other_settings_never_mix_into_a_store(tmp_path):
+    StoreWriter(tmp_path / "s", {"spec": {"height": 4}}).close()
+    with pytest.raises(StoreError, match="other settings"):
+        StoreWriter(tmp_path / "s", {"spec": {"height": 8}})
+
+
+def test_missing_store_says_what_to_run(tmp_path):
+    with pytest.raises(StoreError, match="run spec.py first"):
+        Store(tmp_path / "nothing")
