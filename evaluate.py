@@ -5,18 +5,13 @@
 import click
 
 from utils import steps
-from utils.cli import settings_from_cli, settings_options, user_errors
+from utils.cli import step_command
 from utils.evaluation import summary_line
-from utils.log import setup_logging
 
 
-@click.command()
-@settings_options
-@user_errors()
-def main(config_file, overrides):
+@step_command(log_file="evaluate.log")
+def main(s):
     """Run train.py then test.py with the same settings and print the test summary."""
-    s = settings_from_cli(config_file, overrides)
-    setup_logging(s.LOG_LEVEL, steps.run_dir(s) / "evaluate.log")
     result = steps.train_step(s)
     click.echo(f"Trained {result['epochs']} epochs in {result['train_seconds']} s "
                f"(best epoch {result['best_epoch']})")

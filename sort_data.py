@@ -5,17 +5,12 @@
 import click
 
 from utils import steps
-from utils.cli import settings_from_cli, settings_options, user_errors
-from utils.log import setup_logging
+from utils.cli import step_command
 
 
-@click.command()
-@settings_options
-@user_errors()
-def main(config_file, overrides):
+@step_command()
+def main(s):
     """Sort RAW_DATA (folder per class, or a CSV) into DATASET_DIR, split by recording."""
-    s = settings_from_cli(config_file, overrides)
-    setup_logging(s.LOG_LEVEL)
     summary = steps.sort_step(s)
     splits = ", ".join(f"{k} {v}" for k, v in sorted(summary["splits"].items()))
     click.echo(f"Dataset {s.DATASET_DIR}: {summary['sorted']} recordings sorted, "

@@ -5,17 +5,12 @@
 import click
 
 from utils import steps
-from utils.cli import settings_from_cli, settings_options, user_errors
-from utils.log import setup_logging
+from utils.cli import step_command
 
 
-@click.command()
-@settings_options
-@user_errors()
-def main(config_file, overrides):
+@step_command()
+def main(s):
     """Extract chunks (resumable: completed recordings are kept, the rest are processed)."""
-    s = settings_from_cli(config_file, overrides)
-    setup_logging(s.LOG_LEVEL)
     summary = steps.spec_step(s)
     click.echo(f"Store {summary['store']}: {summary['signal_chunks']} signal and "
                f"{summary['noise_chunks']} noise chunks from {summary['recordings']} recordings; "

@@ -5,20 +5,16 @@
 import click
 
 from utils import steps
-from utils.cli import settings_from_cli, settings_options, user_errors
-from utils.log import setup_logging
+from utils.cli import step_command
 
 
-@click.command()
-@settings_options
+@step_command()
 @click.option("--audio", type=click.Path(file_okay=False), help="Folder to score (SUBMISSION_AUDIO).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Output file (SUBMISSION_FILE).")
-@user_errors()
-def main(config_file, overrides, audio, out):
+def main(s, audio, out):
     """Write recording,class,score,rank rows (SUBMISSION_TOP_N per recording)."""
-    extra = [f"SUBMISSION_AUDIO={audio}"] * bool(audio) + [f"SUBMISSION_FILE={out}"] * bool(out)
-    s = settings_from_cli(config_file, tuple(overrides) + tuple(extra))
-    setup_logging(s.LOG_LEVEL)
+    s = s.replace("--audio/--out", SUBMISSION_AUDIO=audio or s.SUBMISSION_AUDIO,
+                  SUBMISSION_FILE=out or s.SUBMISSION_FILE)
     result = steps.submission_step(s)
     click.echo(f"Submission {result['file']}: {result['recordings']} recordings, "
                f"{len(result['skipped'])} skipped")

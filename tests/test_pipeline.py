@@ -77,7 +77,7 @@ def test_scripts_report_bad_settings_in_one_line(tmp_path):
     assert "Traceback" not in missing.output
 
 
-@pytest.mark.parametrize("name", ["sort_data", "spec", "train", "test", "evaluate", "demo_data"])
+@pytest.mark.parametrize("name", ["sort_data", "spec", "train", "test", "evaluate", "demo_data", "submission/__main__"])
 def test_every_script_has_help(name):
     result = CliRunner().invoke(script(name).main, ["--help"])
     assert result.exit_code == 0 and "Usage" in result.output

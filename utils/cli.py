@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from utils.log import setup_logging
 from utils.settings import ConfigError, Settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +30,23 @@ def settings_from_cli(config_file: str | None, overrides: tuple[str, ...]) -> Se
         return load_settings(DEFAULTS_FILE, config_file, overrides)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def step_command(log_file: str | None = None):
+    """Make ``func(settings, **options)`` a click command with --config/--set.
+
+    The settings are read once here, logging is set up (with ``log_file`` inside the run folder
+    when given), and expected failures end in one line instead of a traceback.
+    """
+    def decorate(func):
+        @functools.wraps(func)
+        def run(config_file, overrides, **options):
+            s = settings_from_cli(config_file, overrides)
+            log_path = Path(s["RUNS_DIR"]) / s["RUN_NAME"] / log_file if log_file else None
+            setup_logging(s["LOG_LEVEL"], log_path)
+            return func(s, **options)
+        return click.command(help=func.__doc__)(settings_options(user_errors()(run)))
+    return decorate
 
 
 def user_errors(*kinds: type[BaseException]):

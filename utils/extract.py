@@ -1,6 +1,7 @@
 """Step 2 logic: audio files -> spectrogram chunks -> signal/noise gating -> the store."""
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import logging
 import multiprocessing
@@ -61,8 +62,15 @@ def map_jobs(func, jobs: list, workers: int, *args) -> Iterator:
         return
     # spawn, not fork: the parent may hold threads (TensorFlow, BLAS) that fork would break
     context = multiprocessing.get_context("spawn")
+    in_flight: collections.deque = collections.deque()
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        yield from pool.map(func, jobs, *[[a] * len(jobs) for a in args], chunksize=1)
+        # a bounded number of jobs in flight keeps memory flat when the consumer is slower
+        for job in jobs:
+            in_flight.append(pool.submit(func, job, *args))
+            if len(in_flight) >= 4 * workers:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
 
 
 def extract_to_store(jobs: Iterable[Job], params: SpecParams, store_root: str | Path,
