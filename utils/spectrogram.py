@@ -16,6 +16,9 @@ from typing import Any, Mapping
 
 import librosa
 import numpy as np
+import scipy.fft
+import scipy.signal
+import scipy.sparse
 
 SPEC_TYPES = ("mel", "linear")
 
@@ -116,8 +119,12 @@ def split_chunks(signal: np.ndarray, params: SpecParams, pad_short: bool = False
 
 
 @functools.lru_cache(maxsize=16)
-def band_filterbank(params: SpecParams) -> tuple[np.ndarray, int, int]:
-    """(filters restricted to the FFT bins they touch, first bin, last bin + 1)."""
+def band_filterbank(params: SpecParams) -> tuple[scipy.sparse.csr_matrix, int, int]:
+    """(filters restricted to the FFT bins they touch, first bin, last bin + 1).
+
+    Sparse: each mel or linear band touches only a few bins, so the product costs a fraction of
+    a dense one.
+    """
     if params.spec_type == "mel":
         fb = librosa.filters.mel(sr=params.sample_rate, n_fft=params.n_fft, n_mels=params.height,
                                  fmin=params.fmin, fmax=params.fmax)
@@ -125,7 +132,7 @@ def band_filterbank(params: SpecParams) -> tuple[np.ndarray, int, int]:
         fb = linear_filterbank(params.sample_rate, params.n_fft, params.height, params.fmin, params.fmax)
     used = np.flatnonzero(fb.any(axis=0))
     lo, hi = int(used[0]), int(used[-1]) + 1
-    return np.ascontiguousarray(fb[:, lo:hi], dtype=np.float32), lo, hi
+    return scipy.sparse.csr_matrix(fb[:, lo:hi].astype(np.float32)), lo, hi
 
 
 def linear_filterbank(sr: int, n_fft: int, n_bands: int, fmin: float, fmax: float) -> np.ndarray:
@@ -141,26 +148,51 @@ def linear_filterbank(sr: int, n_fft: int, n_bands: int, fmin: float, fmax: floa
     return fb.astype(np.float32)
 
 
+BLOCK_CHUNKS = 16  # chunks per STFT block: frames stay in cache, memory stays small
+
+
+@functools.lru_cache(maxsize=8)
+def _window(n_fft: int) -> np.ndarray:
+    return scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+
+
+def band_magnitudes(chunks: np.ndarray, params: SpecParams) -> np.ndarray:
+    """(n, chunk_samples) -> (n, height, width) filterbank magnitudes (before dB).
+
+    Equivalent to librosa.stft(center=True, pad_mode="constant") per chunk followed by the
+    filterbank, but only the ``width`` frames and the band's bins that the image uses are kept,
+    and the FFT runs in single precision (scipy.fft), block by block.
+    """
+    fb, lo, hi = band_filterbank(params)
+    n_fft, hop, width = params.n_fft, params.hop_length, params.width
+    window = _window(n_fft)
+    out = np.zeros((len(chunks), params.height, width), np.float32)
+    for start in range(0, len(chunks), BLOCK_CHUNKS):
+        block = np.asarray(chunks[start:start + BLOCK_CHUNKS], np.float32)
+        padded = np.pad(block, ((0, 0), (n_fft // 2, n_fft // 2)))
+        frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::hop][:, :width]
+        spectrum = scipy.fft.rfft(frames * window, axis=-1, workers=1, overwrite_x=True)
+        magnitude = np.abs(spectrum[..., lo:hi])           # (b, frames, bins)
+        b, frames_kept, bins = magnitude.shape
+        bands = fb @ magnitude.reshape(-1, bins).T         # (height, b * frames), sparse product
+        out[start:start + b, :, :frames_kept] = bands.reshape(-1, b, frames_kept).transpose(1, 0, 2)
+    return out
+
+
 def chunk_images(chunks: np.ndarray, params: SpecParams) -> np.ndarray:
     """(n, chunk_samples) float chunks -> (n, height, width) float32 images in [0, 1]."""
-    n = len(chunks)
-    if n == 0:
+    if len(chunks) == 0:
         return np.zeros((0, params.height, params.width), np.float32)
-    fb, lo, hi = band_filterbank(params)
-    stft = librosa.stft(chunks, n_fft=params.n_fft, hop_length=params.hop_length, center=True,
-                        pad_mode="constant")
-    magnitude = np.abs(stft[:, lo:hi, : params.width]).astype(np.float32, copy=False)
-    bands = np.matmul(fb, magnitude)  # (n, height, frames)
-    db = 20.0 * np.log10(np.maximum(bands, 1e-5))
-    db -= 20.0 * np.log10(np.maximum(bands.max(axis=(1, 2), keepdims=True), 1e-5))
+    bands = band_magnitudes(chunks, params)
+    db = np.log10(np.maximum(bands, 1e-5, out=bands), out=bands)
+    db *= 20.0
+    db -= db.max(axis=(1, 2), keepdims=True)
     np.maximum(db, -params.top_db, out=db)
-    images = db[:, ::-1, :]
-    low = images.min(axis=(1, 2), keepdims=True)
-    span = images.max(axis=(1, 2), keepdims=True) - low
-    images = (images - low) / np.where(span > 0, span, 1.0)
-    if images.shape[2] < params.width:  # only when the STFT gives fewer frames than the width
-        images = np.pad(images, ((0, 0), (0, 0), (0, params.width - images.shape[2])))
-    return np.ascontiguousarray(images, dtype=np.float32)
+    low = db.min(axis=(1, 2), keepdims=True)
+    span = -low  # the peak is 0 dB after the shift above
+    db -= low
+    db /= np.where(span > 0, span, 1.0)
+    return np.ascontiguousarray(db[:, ::-1, :])
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
