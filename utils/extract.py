@@ -8,7 +8,7 @@ import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -16,7 +16,9 @@ from tqdm import tqdm
 from utils.audio import AudioError, load_audio
 from utils.gating import signal_fraction
 from utils.spectrogram import SpecParams, chunk_images, split_chunks, to_uint8
-from utils.store import Store, StoreWriter
+
+if TYPE_CHECKING:
+    from utils.store import Store
 
 log = logging.getLogger("bioacoustics")
 
@@ -54,29 +56,40 @@ def worker_count(requested: int) -> int:
     return requested if requested > 0 else max(1, os.cpu_count() or 1)
 
 
-def map_jobs(func, jobs: list, workers: int, *args) -> Iterator:
-    """Ordered results of ``func(job, *args)``; worker processes when workers > 1."""
-    if workers <= 1 or len(jobs) <= 1:
+def worker_pool(workers: int) -> cf.ProcessPoolExecutor:
+    # spawn, not fork: the parent may hold threads (TensorFlow, BLAS) that fork would break
+    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def map_jobs(func, jobs: list, workers: int, *args, pool: cf.ProcessPoolExecutor | None = None
+             ) -> Iterator:
+    """Ordered results of ``func(job, *args)``; worker processes when workers > 1 (or in ``pool``)."""
+    if pool is None and (workers <= 1 or len(jobs) <= 1):
         for job in jobs:
             yield func(job, *args)
         return
-    # spawn, not fork: the parent may hold threads (TensorFlow, BLAS) that fork would break
-    context = multiprocessing.get_context("spawn")
+    owned = pool is None
+    pool = pool or worker_pool(workers)
     in_flight: collections.deque = collections.deque()
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    try:
         # a bounded number of jobs in flight keeps memory flat when the consumer is slower
         for job in jobs:
             in_flight.append(pool.submit(func, job, *args))
-            if len(in_flight) >= 4 * workers:
+            if len(in_flight) >= 4 * max(workers, 1):
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()
+    finally:
+        if owned:
+            pool.shutdown(cancel_futures=True)
 
 
 def extract_to_store(jobs: Iterable[Job], params: SpecParams, store_root: str | Path,
                      signal_threshold: float, keep_noise: bool, workers: int = 0,
                      store_settings: dict | None = None, shard_size: int = 4096) -> tuple[Store, dict]:
     """Write every job's chunks into the store at ``store_root``; completed recordings are skipped."""
+    from utils.store import StoreWriter  # pandas: the parent needs it, spawned workers do not
+
     settings = store_settings or {"spec": params.to_dict(), "signal_threshold": signal_threshold,
                                   "keep_noise": keep_noise}
     writer = StoreWriter(Path(store_root), settings, shard_size=shard_size)

@@ -17,7 +17,6 @@ from typing import Any, Mapping
 import librosa
 import numpy as np
 import scipy.fft
-import scipy.signal
 import scipy.sparse
 
 SPEC_TYPES = ("mel", "linear")
@@ -153,7 +152,8 @@ BLOCK_CHUNKS = 16  # chunks per STFT block: frames stay in cache, memory stays s
 
 @functools.lru_cache(maxsize=8)
 def _window(n_fft: int) -> np.ndarray:
-    return scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    """Periodic Hann window, as librosa.stft uses (scipy.signal.get_window("hann", fftbins=True))."""
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
 
 
 def band_magnitudes(chunks: np.ndarray, params: SpecParams) -> np.ndarray:
