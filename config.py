@@ -39,6 +39,7 @@ SIGNAL_THRESHOLD = 0.0001                    # signal-pixel fraction below which
 KEEP_NOISE = True                            # keep rejected chunks (marked noise) for augmentation
 STORE_DIR = "data/store"                     # stores live here, one folder per settings fingerprint
 SPEC_WORKERS = 0                             # worker processes for extraction; 0 = all cores
+STORE_SHARD_SIZE = 4096                      # chunks per store shard (the unit of resume after a crash)
 
 # ----------------------------------------------------------------------------- model
 MODEL: Literal["resnet"] = "resnet"          # architecture family

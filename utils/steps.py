@@ -94,7 +94,8 @@ def spec_step(s: Settings) -> dict:
     root = store_root(s)
     store, report = extract_to_store(jobs, params, root, s["SIGNAL_THRESHOLD"], s["KEEP_NOISE"],
                                      workers=worker_count(s["SPEC_WORKERS"]),
-                                     store_settings=store_settings(s))
+                                     store_settings=store_settings(s),
+                                     shard_size=s["STORE_SHARD_SIZE"])
     save_settings(s, root / "spec_config.json")
     problems = pd.DataFrame(report["problems"], columns=["recording", "path", "status", "detail"])
     atomic_write_text(root / "problems.csv", problems.to_csv(index=False))
