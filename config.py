@@ -36,7 +36,9 @@ IMAGE_HEIGHT = 128                           # frequency rows per image
 IMAGE_WIDTH = 256                            # time columns per image
 TOP_DB = 80.0                                # dynamic range kept below each chunk's peak
 SIGNAL_THRESHOLD = 0.0001                    # signal-pixel fraction below which a chunk is noise
-KEEP_NOISE = True                            # keep rejected chunks (marked noise) for augmentation
+NOISE_FRACTION = 1.0                         # share of rejected (noise) chunks kept for augmentation
+MAX_CHUNKS_PER_FILE = 0                      # signal chunks kept per recording (random); 0 = all
+MAX_CHUNKS_PER_CLASS = 0                     # signal chunks per class, spread over its recordings; 0 = all
 STORE_DIR = "data/store"                     # stores live here, one folder per settings fingerprint
 SPEC_WORKERS = 0                             # worker processes for extraction; 0 = all cores
 STORE_SHARD_SIZE = 4096                      # chunks per store shard (the unit of resume after a crash)

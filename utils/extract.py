@@ -6,7 +6,8 @@ import concurrent.futures as cf
 import logging
 import multiprocessing
 import os
-from dataclasses import dataclass
+import zlib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
@@ -84,16 +85,72 @@ def map_jobs(func, jobs: list, workers: int, *args, pool: cf.ProcessPoolExecutor
             pool.shutdown(cancel_futures=True)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which chunks of a file go into the store."""
+
+    signal_threshold: float = 0.0001   # signal-pixel fraction below which a chunk is noise
+    noise_fraction: float = 1.0        # share of noise chunks kept (marked noise)
+    max_per_file: int = 0              # signal chunks kept per file; 0 = all
+    seed: int = 1337
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def choose_chunks(recording: str, s2n: np.ndarray, selection: Selection, quota: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of kept chunks in time order, their noise flags).
+
+    Signal chunks over the cap (the smaller of max_per_file and the file's share of a class cap)
+    are dropped at random, noise chunks are kept with probability noise_fraction. The random
+    generator is seeded by the seed and the recording id, so the choice does not depend on the
+    order or the process in which files are handled (and a resumed run chooses the same chunks).
+    """
+    rng = np.random.default_rng([selection.seed, zlib.crc32(recording.encode("utf-8"))])
+    noise = s2n < selection.signal_threshold
+    signal = np.flatnonzero(~noise)
+    caps = [c for c in (selection.max_per_file, quota) if c > 0]
+    if caps and len(signal) > min(caps):
+        signal = rng.choice(signal, size=min(caps), replace=False)
+    kept_noise = np.flatnonzero(noise)
+    kept_noise = kept_noise[rng.random(len(kept_noise)) < selection.noise_fraction]
+    keep = np.sort(np.concatenate([signal, kept_noise]).astype(int))
+    return keep, noise[keep]
+
+
+def class_quotas(chunk_counts: dict[str, int], cap: int) -> dict[str, int]:
+    """Split a class's chunk cap over its files as evenly as their lengths allow (water filling).
+
+    ``chunk_counts`` maps each file of one class to the chunks it can give. Spreading the cap
+    keeps as many recordings (individuals, sites) in the training set as possible; every
+    recording keeps at least one chunk, even when the class has more recordings than the cap.
+    """
+    if cap <= 0:
+        return {name: 0 for name in chunk_counts}
+    quotas, left = {}, cap
+    ordered = sorted(chunk_counts.items(), key=lambda item: (item[1], item[0]))
+    for position, (name, available) in enumerate(ordered):
+        share = left // (len(ordered) - position)
+        quotas[name] = max(1, min(available, share))
+        left -= min(available, share)
+    return quotas
+
+
 def extract_to_store(jobs: Iterable[Job], params: SpecParams, store_root: str | Path,
-                     signal_threshold: float, keep_noise: bool, workers: int = 0,
-                     store_settings: dict | None = None, shard_size: int = 4096) -> tuple[Store, dict]:
-    """Write every job's chunks into the store at ``store_root``; completed recordings are skipped."""
+                     selection: Selection = Selection(), workers: int = 0,
+                     store_settings: dict | None = None, shard_size: int = 4096,
+                     quotas: dict[str, int] | None = None) -> tuple[Store, dict]:
+    """Write every job's chunks into the store at ``store_root``; completed recordings are skipped.
+
+    ``quotas`` caps the signal chunks of individual recordings (see :func:`class_quotas`).
+    """
     from utils.store import StoreWriter  # pandas: the parent needs it, spawned workers do not
 
-    settings = store_settings or {"spec": params.to_dict(), "signal_threshold": signal_threshold,
-                                  "keep_noise": keep_noise}
+    settings = store_settings or {"spec": params.to_dict(), "selection": selection.to_dict()}
     writer = StoreWriter(Path(store_root), settings, shard_size=shard_size)
     jobs = list(jobs)
+    quotas = quotas or {}
     todo = [j for j in jobs if j.recording not in writer.completed]
     if len(todo) < len(jobs):
         log.info("resuming: %d of %d recordings already in the store", len(jobs) - len(todo), len(jobs))
@@ -108,11 +165,11 @@ def extract_to_store(jobs: Iterable[Job], params: SpecParams, store_root: str | 
                              "status": result["status"], "detail": result["detail"]})
             writer.add(job.recording, np.zeros((0,)), [], result["status"], result["detail"])
             continue
-        noise = result["s2n"] < signal_threshold
-        keep = ~noise | keep_noise
+        keep, noise = choose_chunks(job.recording, result["s2n"], selection,
+                                    quotas.get(job.recording, 0))
         rows = [{"recording": job.recording, "label": job.label, "split": job.split,
                  "start": round(float(t), 4), "s2n": round(float(s), 6), "noise": bool(n)}
-                for t, s, n in zip(result["starts"][keep], result["s2n"][keep], noise[keep])]
+                for t, s, n in zip(result["starts"][keep], result["s2n"][keep], noise)]
         counts["signal_chunks"] += int((~noise).sum())
         counts["noise_chunks"] += int(noise.sum())
         writer.add(job.recording, result["images"][keep], rows)

@@ -91,9 +91,20 @@ class SpecParams:
     def min_samples(self) -> int:
         return int(round(self.min_chunk_length * self.sample_rate))
 
+    def chunk_count(self, seconds: float) -> int:
+        """How many chunks :func:`split_chunks` cuts from ``seconds`` of audio."""
+        return len(chunk_starts(int(round(seconds * self.sample_rate)), self))
+
     @property
     def hop_length(self) -> int:
         return self.chunk_samples // (self.width - 1)
+
+
+def chunk_starts(n_samples: int, params: SpecParams) -> list[int]:
+    """Start samples of the chunks in a signal of ``n_samples``: every step, while at least
+    ``min_chunk_length`` (or a whole chunk, if shorter) remains."""
+    need = min(params.min_samples, params.chunk_samples)
+    return list(range(0, max(n_samples - need + 1, 0), params.step_samples))
 
 
 def split_chunks(signal: np.ndarray, params: SpecParams, pad_short: bool = False
@@ -106,7 +117,7 @@ def split_chunks(signal: np.ndarray, params: SpecParams, pad_short: bool = False
     """
     size, step = params.chunk_samples, params.step_samples
     n = len(signal)
-    starts = [s for s in range(0, max(n, 1), step) if n - s >= min(params.min_samples, size)]
+    starts = chunk_starts(n, params)
     if not starts and pad_short and n > 0:
         starts = [0]
     if not starts:

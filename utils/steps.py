@@ -18,7 +18,7 @@ import pandas as pd
 
 from utils.audio import AUDIO_EXTENSIONS
 from utils.dataset import assign_splits, load_recordings, scan_csv, scan_folders, sort_dataset
-from utils.extract import Job, extract_to_store, worker_count
+from utils.extract import Job, Selection, class_quotas, extract_to_store, worker_count
 from utils.fileio import atomic_write_json, atomic_write_text
 from utils.settings import save_settings
 from utils.spectrogram import SpecParams
@@ -76,8 +76,15 @@ def sort_step(s: Settings) -> dict:
 
 def store_settings(s: Settings) -> dict:
     """What a store's content depends on; its fingerprint names the store folder."""
-    return {"spec": SpecParams.from_settings(s).to_dict(), "signal_threshold": s["SIGNAL_THRESHOLD"],
-            "keep_noise": s["KEEP_NOISE"], "dataset": str(Path(s["DATASET_DIR"]).resolve())}
+    return {"spec": SpecParams.from_settings(s).to_dict(), "selection": selection(s).to_dict(),
+            "max_chunks_per_class": s["MAX_CHUNKS_PER_CLASS"],
+            "dataset": str(Path(s["DATASET_DIR"]).resolve())}
+
+
+def selection(s: Settings) -> Selection:
+    if not 0 <= s["NOISE_FRACTION"] <= 1:
+        raise ValueError(f"NOISE_FRACTION must be between 0 and 1, got {s['NOISE_FRACTION']}")
+    return Selection(s["SIGNAL_THRESHOLD"], s["NOISE_FRACTION"], s["MAX_CHUNKS_PER_FILE"], s["SEED"])
 
 
 def store_root(s: Settings) -> Path:
@@ -91,8 +98,16 @@ def spec_step(s: Settings) -> dict:
     if not recordings:
         raise ValueError(f"the dataset at {s['DATASET_DIR']} has no recordings")
     jobs = [Job(r.id, str(r.path(s["DATASET_DIR"])), r.primary, r.split) for r in recordings]
+    quotas: dict[str, int] = {}
+    if s["MAX_CHUNKS_PER_CLASS"] > 0:  # only training chunks are capped
+        by_class: dict[str, dict[str, int]] = {}
+        for r in recordings:
+            if r.split == "train":
+                by_class.setdefault(r.primary, {})[r.id] = params.chunk_count(r.duration)
+        for files in by_class.values():
+            quotas.update(class_quotas(files, s["MAX_CHUNKS_PER_CLASS"]))
     root = store_root(s)
-    store, report = extract_to_store(jobs, params, root, s["SIGNAL_THRESHOLD"], s["KEEP_NOISE"],
+    store, report = extract_to_store(jobs, params, root, selection(s), quotas=quotas,
                                      workers=worker_count(s["SPEC_WORKERS"]),
                                      store_settings=store_settings(s),
                                      shard_size=s["STORE_SHARD_SIZE"])
