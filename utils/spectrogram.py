@@ -158,7 +158,9 @@ def linear_filterbank(sr: int, n_fft: int, n_bands: int, fmin: float, fmax: floa
     return fb.astype(np.float32)
 
 
-BLOCK_CHUNKS = 16  # chunks per STFT block: frames stay in cache, memory stays small
+# Chunks per block: the frames, spectrum and bands of a block stay in the CPU cache (4 was
+# fastest from 1 to 64 on a 2-core x86-64; 16 was 25% slower, 64 45% slower).
+BLOCK_CHUNKS = 4
 
 
 @functools.lru_cache(maxsize=8)
@@ -167,43 +169,45 @@ def _window(n_fft: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
 
 
-def band_magnitudes(chunks: np.ndarray, params: SpecParams) -> np.ndarray:
-    """(n, chunk_samples) -> (n, height, width) filterbank magnitudes (before dB).
+def band_magnitudes(block: np.ndarray, params: SpecParams) -> np.ndarray:
+    """(b, chunk_samples) -> (b, height, width) filterbank magnitudes, low frequencies first.
 
     Equivalent to librosa.stft(center=True, pad_mode="constant") per chunk followed by the
     filterbank, but only the ``width`` frames and the band's bins that the image uses are kept,
-    and the FFT runs in single precision (scipy.fft), block by block.
+    and the FFT runs in single precision (scipy.fft).
     """
     fb, lo, hi = band_filterbank(params)
-    n_fft, hop, width = params.n_fft, params.hop_length, params.width
-    window = _window(n_fft)
-    out = np.zeros((len(chunks), params.height, width), np.float32)
-    for start in range(0, len(chunks), BLOCK_CHUNKS):
-        block = np.asarray(chunks[start:start + BLOCK_CHUNKS], np.float32)
-        padded = np.pad(block, ((0, 0), (n_fft // 2, n_fft // 2)))
-        frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::hop][:, :width]
-        spectrum = scipy.fft.rfft(frames * window, axis=-1, workers=1, overwrite_x=True)
-        magnitude = np.abs(spectrum[..., lo:hi])           # (b, frames, bins)
-        b, frames_kept, bins = magnitude.shape
-        bands = fb @ magnitude.reshape(-1, bins).T         # (height, b * frames), sparse product
-        out[start:start + b, :, :frames_kept] = bands.reshape(-1, b, frames_kept).transpose(1, 0, 2)
+    n_fft, width = params.n_fft, params.width
+    padded = np.pad(np.asarray(block, np.float32), ((0, 0), (n_fft // 2, n_fft // 2)))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::params.hop_length]
+    spectrum = scipy.fft.rfft(frames[:, :width] * _window(n_fft), axis=-1, workers=1, overwrite_x=True)
+    magnitude = np.abs(spectrum[..., lo:hi])               # (b, frames, bins)
+    b, frames_kept, bins = magnitude.shape
+    bands = (fb @ magnitude.reshape(-1, bins).T).reshape(-1, b, frames_kept)  # sparse product
+    out = np.zeros((b, params.height, width), np.float32)
+    out[:, :, :frames_kept] = bands.transpose(1, 0, 2)
     return out
 
 
-def chunk_images(chunks: np.ndarray, params: SpecParams) -> np.ndarray:
-    """(n, chunk_samples) float chunks -> (n, height, width) float32 images in [0, 1]."""
-    if len(chunks) == 0:
-        return np.zeros((0, params.height, params.width), np.float32)
-    bands = band_magnitudes(chunks, params)
+def scale_to_image(bands: np.ndarray, params: SpecParams) -> np.ndarray:
+    """Band magnitudes -> dB below each chunk's peak, clipped at top_db, flipped, in [0, 1]."""
     db = np.log10(np.maximum(bands, 1e-5, out=bands), out=bands)
     db *= 20.0
     db -= db.max(axis=(1, 2), keepdims=True)
     np.maximum(db, -params.top_db, out=db)
     low = db.min(axis=(1, 2), keepdims=True)
-    span = -low  # the peak is 0 dB after the shift above
     db -= low
-    db /= np.where(span > 0, span, 1.0)
-    return np.ascontiguousarray(db[:, ::-1, :])
+    db /= np.where(low < 0, -low, 1.0)  # the peak is 0 dB, so the span is -low
+    return db[:, ::-1, :]
+
+
+def chunk_images(chunks: np.ndarray, params: SpecParams) -> np.ndarray:
+    """(n, chunk_samples) float chunks -> (n, height, width) float32 images in [0, 1]."""
+    out = np.empty((len(chunks), params.height, params.width), np.float32)
+    for start in range(0, len(chunks), BLOCK_CHUNKS):
+        block = chunks[start:start + BLOCK_CHUNKS]
+        out[start:start + len(block)] = scale_to_image(band_magnitudes(block, params), params)
+    return out
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
