@@ -31,10 +31,15 @@ MIN_CHUNK_LENGTH = 1.0                       # seconds; a shorter tail is droppe
 SPEC_TYPE: Literal["mel", "linear"] = "mel"  # frequency scale of the image rows
 FMIN = 500.0                                 # Hz, lower band limit
 FMAX = 15000.0                               # Hz, upper band limit (at most SAMPLE_RATE / 2)
-N_FFT = 1024                                 # FFT size; the hop follows from CHUNK_LENGTH / IMAGE_WIDTH
+N_FFT = 1024                                 # FFT size (window length) in samples
+HOP_LENGTH = 0                               # samples between frames; 0 = chunk samples // (IMAGE_WIDTH-1)
 IMAGE_HEIGHT = 128                           # frequency rows per image
 IMAGE_WIDTH = 256                            # time columns per image
-TOP_DB = 80.0                                # dynamic range kept below each chunk's peak
+PRE_EMPHASIS = 0.0                           # first-order high-pass coefficient (e.g. 0.97); 0 = off
+AMPLITUDE_SCALE: Literal["db", "log_power", "pcen"] = "db"  # db: below the chunk's peak (baseline)
+TOP_DB = 80.0                                # dynamic range kept below each chunk's peak (db)
+NORMALIZATION: Literal["chunk", "fixed"] = "chunk"  # chunk: min-max per image; fixed: VALUE_RANGE
+VALUE_RANGE = [-80.0, 0.0]                   # [low, high] mapped to [0, 1] with fixed (db: -80..0, pcen: 0..5)
 SIGNAL_THRESHOLD = 0.0001                    # signal-pixel fraction below which a chunk is noise
 NOISE_FRACTION = 1.0                         # share of rejected (noise) chunks kept for augmentation
 MAX_CHUNKS_PER_FILE = 0                      # signal chunks kept per recording (random); 0 = all

@@ -78,3 +78,51 @@ def test_calls_score_higher_than_noise():
 def test_invalid_settings_are_refused(change, message):
     with pytest.raises(ValueError, match=message):
         params(**change)
+
+
+def noisy_call(seconds=1.0, sr=16000, gain=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.05 * rng.normal(size=len(t)) + np.where((t > 0.3) & (t < 0.6), np.sin(2 * np.pi * 3000 * t), 0)
+    return (gain * x).astype(np.float32)[None]
+
+
+def test_pcen_matches_librosa_recipe():
+    p = params(amplitude="pcen")
+    chunk = noisy_call()
+    ref = librosa.feature.melspectrogram(y=chunk[0], sr=16000, n_fft=512, hop_length=p.hop_length,
+                                         n_mels=64, fmin=200, fmax=7800, power=1)[:, :128]
+    ref = librosa.pcen(ref * 2 ** 31, sr=16000, hop_length=p.hop_length)[::-1]
+    ref = (ref - ref.min()) / (ref.max() - ref.min())
+    assert np.abs(chunk_images(chunk, p)[0] - ref).max() < 1e-3
+
+
+def test_log_power_with_a_fixed_range_keeps_loudness():
+    p = params(amplitude="log_power", normalization="fixed", value_range=(-60.0, 40.0))
+    loud, quiet = chunk_images(noisy_call(gain=1.0), p), chunk_images(noisy_call(gain=0.1), p)
+    assert loud.mean() > quiet.mean() + 0.1 and 0 <= quiet.min() and loud.max() <= 1
+    per_chunk = params(amplitude="log_power")  # per-chunk min-max removes the level again
+    assert np.allclose(chunk_images(noisy_call(gain=1.0), per_chunk),
+                       chunk_images(noisy_call(gain=0.1), per_chunk), atol=1e-3)
+
+
+def test_explicit_hop_sets_the_frame_spacing():
+    p = params(hop=250, width=64)  # 1 + 16000 // 250 = 65 frames, 64 kept
+    assert p.hop_length == 250 and chunk_images(noisy_call(), p).shape == (1, 64, 64)
+    with pytest.raises(ValueError, match="fewer than IMAGE_WIDTH"):
+        params(hop=500, width=64)
+
+
+def test_pre_emphasis_lifts_high_bands(tmp_path):
+    from utils.audio import write_audio
+    from utils.extract import file_images
+
+    t = np.arange(16000) / 16000
+    write_audio(tmp_path / "two_tones.wav", 0.4 * np.sin(2 * np.pi * 300 * t) + 0.4 * np.sin(2 * np.pi * 5000 * t), 16000)
+    plain = file_images(tmp_path / "two_tones.wav", params(normalization="fixed"))[0][0]
+    emphasised = file_images(tmp_path / "two_tones.wav",
+                             params(normalization="fixed", pre_emphasis=0.97))[0][0]
+    low_rows, high_rows = slice(48, 64), slice(0, 16)  # row 0 is the top (high frequencies)
+    def contrast(image):  # how much louder the 5 kHz tone looks than the 300 Hz one
+        return image[high_rows].max() - image[low_rows].max()
+    assert contrast(emphasised) > contrast(plain) + 0.1

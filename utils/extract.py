@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
+import librosa
 import numpy as np
 from tqdm import tqdm
 
@@ -28,6 +29,8 @@ def file_images(path: str | Path, params: SpecParams, pad_short: bool = False
                 ) -> tuple[np.ndarray, np.ndarray]:
     """All chunk images of one file (float32 in [0, 1]) and their start times in seconds."""
     signal = load_audio(path, params.sample_rate, params.channel)
+    if params.pre_emphasis:
+        signal = librosa.effects.preemphasis(signal, coef=params.pre_emphasis)
     chunks, starts = split_chunks(signal, params, pad_short=pad_short)
     return chunk_images(chunks, params), starts
 

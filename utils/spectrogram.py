@@ -1,9 +1,10 @@
 """Spectrogram chunks: cut a signal into fixed-length chunks and turn each into a normalised image.
 
-The image recipe follows the BirdCLEF 2018 baseline (magnitude STFT with ``hop = chunk // (width-1)``,
+The default recipe is the BirdCLEF 2018 baseline's (magnitude STFT with ``hop = chunk // (width-1)``,
 mel or linear band filterbank between fmin and fmax, dB relative to the chunk's peak, clipped at
-``top_db``, low frequencies at the bottom, min-max scaled to [0, 1]), but computed for all chunks of
-a file at once with one batched STFT and one matrix product instead of a Python loop.
+``top_db``, low frequencies at the bottom, min-max scaled to [0, 1]), computed for blocks of chunks
+at once. Options: log-power or PCEN instead of dB, a fixed value range instead of per-chunk
+min-max, an explicit hop, and pre-emphasis.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import scipy.fft
 import scipy.sparse
 
 SPEC_TYPES = ("mel", "linear")
+AMPLITUDE_SCALES = ("db", "log_power", "pcen")
+NORMALIZATIONS = ("chunk", "fixed")
 
 
 @dataclass(frozen=True)
@@ -38,11 +41,27 @@ class SpecParams:
     width: int = 256
     top_db: float = 80.0
     channel: str = "mean"
+    amplitude: str = "db"
+    normalization: str = "chunk"
+    value_range: tuple[float, float] = (-80.0, 0.0)
+    hop: int = 0                 # 0 = derived from the image width, as the baseline does
+    pre_emphasis: float = 0.0
 
     def __post_init__(self):
+        object.__setattr__(self, "value_range", tuple(float(v) for v in self.value_range))
         problems = []
         if self.spec_type not in SPEC_TYPES:
             problems.append(f"spec_type must be one of {SPEC_TYPES}")
+        if self.amplitude not in AMPLITUDE_SCALES:
+            problems.append(f"AMPLITUDE_SCALE must be one of {AMPLITUDE_SCALES}")
+        if self.normalization not in NORMALIZATIONS:
+            problems.append(f"NORMALIZATION must be one of {NORMALIZATIONS}")
+        if len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]:
+            problems.append("VALUE_RANGE must be [low, high] with low < high")
+        if self.hop < 0 or not 0 <= self.pre_emphasis < 1:
+            problems.append("need HOP_LENGTH >= 0 and 0 <= PRE_EMPHASIS < 1")
+        if self.n_fft < 16:
+            problems.append("N_FFT must be at least 16")
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
             problems.append(f"need 0 <= FMIN < FMAX <= SAMPLE_RATE/2 (got {self.fmin}, {self.fmax}, "
                             f"{self.sample_rate / 2})")
@@ -52,8 +71,11 @@ class SpecParams:
             problems.append("need 0 < MIN_CHUNK_LENGTH <= CHUNK_LENGTH")
         if self.height < 8 or self.width < 8:
             problems.append("image height and width must be at least 8")
-        if self.chunk_samples // (self.width - 1) < 1:
+        if self.hop_length < 1:
             problems.append("chunk too short for the image width (hop < 1 sample)")
+        elif self.hop and self.width > 1 + self.chunk_samples // self.hop:
+            problems.append(f"HOP_LENGTH {self.hop} gives {1 + self.chunk_samples // self.hop} frames "
+                            f"per chunk, fewer than IMAGE_WIDTH {self.width}")
         if problems:
             raise ValueError("invalid spectrogram settings: " + "; ".join(problems))
 
@@ -63,7 +85,9 @@ class SpecParams:
                    chunk_overlap=s["CHUNK_OVERLAP"], min_chunk_length=s["MIN_CHUNK_LENGTH"],
                    spec_type=s["SPEC_TYPE"], fmin=s["FMIN"], fmax=s["FMAX"], n_fft=s["N_FFT"],
                    height=s["IMAGE_HEIGHT"], width=s["IMAGE_WIDTH"], top_db=s["TOP_DB"],
-                   channel=s["CHANNEL"])
+                   channel=s["CHANNEL"], amplitude=s["AMPLITUDE_SCALE"],
+                   normalization=s["NORMALIZATION"], value_range=tuple(s["VALUE_RANGE"]),
+                   hop=s["HOP_LENGTH"], pre_emphasis=s["PRE_EMPHASIS"])
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SpecParams":
@@ -97,7 +121,7 @@ class SpecParams:
 
     @property
     def hop_length(self) -> int:
-        return self.chunk_samples // (self.width - 1)
+        return self.hop or self.chunk_samples // (self.width - 1)
 
 
 def chunk_starts(n_samples: int, params: SpecParams) -> list[int]:
@@ -169,8 +193,9 @@ def _window(n_fft: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
 
 
-def band_magnitudes(block: np.ndarray, params: SpecParams) -> np.ndarray:
-    """(b, chunk_samples) -> (b, height, width) filterbank magnitudes, low frequencies first.
+def band_magnitudes(block: np.ndarray, params: SpecParams, power: int = 1) -> np.ndarray:
+    """(b, chunk_samples) -> (b, height, width) filterbank magnitudes (power 1) or energies
+    (power 2), low frequencies first; frames past the chunk's last one stay 0.
 
     Equivalent to librosa.stft(center=True, pad_mode="constant") per chunk followed by the
     filterbank, but only the ``width`` frames and the band's bins that the image uses are kept,
@@ -182,6 +207,8 @@ def band_magnitudes(block: np.ndarray, params: SpecParams) -> np.ndarray:
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::params.hop_length]
     spectrum = scipy.fft.rfft(frames[:, :width] * _window(n_fft), axis=-1, workers=1, overwrite_x=True)
     magnitude = np.abs(spectrum[..., lo:hi])               # (b, frames, bins)
+    if power == 2:
+        magnitude *= magnitude
     b, frames_kept, bins = magnitude.shape
     bands = (fb @ magnitude.reshape(-1, bins).T).reshape(-1, b, frames_kept)  # sparse product
     out = np.zeros((b, params.height, width), np.float32)
@@ -190,15 +217,26 @@ def band_magnitudes(block: np.ndarray, params: SpecParams) -> np.ndarray:
 
 
 def scale_to_image(bands: np.ndarray, params: SpecParams) -> np.ndarray:
-    """Band magnitudes -> dB below each chunk's peak, clipped at top_db, flipped, in [0, 1]."""
-    db = np.log10(np.maximum(bands, 1e-5, out=bands), out=bands)
-    db *= 20.0
-    db -= db.max(axis=(1, 2), keepdims=True)
-    np.maximum(db, -params.top_db, out=db)
-    low = db.min(axis=(1, 2), keepdims=True)
-    db -= low
-    db /= np.where(low < 0, -low, 1.0)  # the peak is 0 dB, so the span is -low
-    return db[:, ::-1, :]
+    """Band magnitudes -> compressed amplitudes -> values in [0, 1], high frequencies on top."""
+    if params.amplitude == "db":  # the baseline: dB below the chunk's peak, floored at top_db
+        values = np.log10(np.maximum(bands, 1e-5, out=bands), out=bands)
+        values *= 20.0
+        values -= values.max(axis=(1, 2), keepdims=True)
+        np.maximum(values, -params.top_db, out=values)
+    elif params.amplitude == "log_power":  # absolute level: loud and quiet chunks stay apart
+        values = 10.0 * np.log10(np.maximum(bands, 1e-10))
+    else:  # per-channel energy normalisation: adaptive gain against stationary background noise
+        values = librosa.pcen(bands * float(2 ** 31), sr=params.sample_rate,
+                              hop_length=params.hop_length, axis=-1).astype(np.float32)
+    if params.normalization == "chunk":
+        low = values.min(axis=(1, 2), keepdims=True)
+        span = values.max(axis=(1, 2), keepdims=True) - low
+        values -= low
+        values /= np.where(span > 0, span, 1.0)
+    else:
+        low, high = params.value_range
+        values = np.clip((values - low) / (high - low), 0.0, 1.0)
+    return values[:, ::-1, :]
 
 
 def chunk_images(chunks: np.ndarray, params: SpecParams) -> np.ndarray:
@@ -206,7 +244,8 @@ def chunk_images(chunks: np.ndarray, params: SpecParams) -> np.ndarray:
     out = np.empty((len(chunks), params.height, params.width), np.float32)
     for start in range(0, len(chunks), BLOCK_CHUNKS):
         block = chunks[start:start + BLOCK_CHUNKS]
-        out[start:start + len(block)] = scale_to_image(band_magnitudes(block, params), params)
+        bands = band_magnitudes(block, params, power=2 if params.amplitude == "log_power" else 1)
+        out[start:start + len(block)] = scale_to_image(bands, params)
     return out
 
 
