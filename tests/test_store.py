@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from utils.store import Store, StoreError, StoreWriter
+from utils.store import Store, StoreError, StoreWriter, committed_recordings
 
 
 def rows(rec, n, label="a"):
@@ -52,3 +52,22 @@ def test_other_settings_never_mix_into_a_store(tmp_path):
 def test_missing_store_says_what_to_run(tmp_path):
     with pytest.raises(StoreError, match="run spec.py first"):
         Store(tmp_path / "nothing")
+
+
+def test_long_recordings_span_shards_and_count_only_when_complete(tmp_path):
+    settings = {"spec": {"height": 4, "width": 6}}
+    writer = StoreWriter(tmp_path / "s", settings, shard_size=2)
+    writer.add("long", images(2, 1), rows("long", 2), final=False)   # shard 0 flushed, incomplete
+    writer.add("long", images(1, 2), rows("long", 1), final=False)
+    writer.flush()                                                    # shard 1, still incomplete
+    assert len(Store(tmp_path / "s").index) == 0 and "long" not in committed_recordings(tmp_path / "s")
+    # the run dies here; the next run starts the recording again from its first part
+    again = StoreWriter(tmp_path / "s", settings, shard_size=2)
+    assert "long" not in again.completed
+    again.add("long", images(2, 5), rows("long", 2), final=False)
+    again.add("long", images(2, 6), rows("long", 2), final=True)
+    store = again.close()
+    assert len(store.index) == 4 and set(store.index["shard"]) == {2, 3}
+    assert store.recordings["long"]["chunks"] == 4
+    values = store.images(store.index["shard"], store.index["row"])[:, 0, 0] * 255
+    assert np.allclose(values, [5, 5, 6, 6])

@@ -1,6 +1,7 @@
 """Audio decoding and writing: float32 mono at the requested rate, clear errors for bad files."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +48,60 @@ def load_audio(path: str | Path, sample_rate: int, channel: str | int = "mean") 
         raise AudioError(path, f"unreadable audio ({_short(exc)})") from None
     if data.size == 0:
         raise AudioError(path, "no audio samples")
+    return _mono_at_rate(data, rate, sample_rate, channel)
+
+
+def _mono_at_rate(data: np.ndarray, rate: int, sample_rate: int, channel: str | int) -> np.ndarray:
     signal = to_mono(data, channel)
     if not np.isfinite(signal).all():
         signal = np.nan_to_num(signal, nan=0.0, posinf=0.0, neginf=0.0)
     if rate != sample_rate:
         signal = soxr.resample(signal, rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
     return np.ascontiguousarray(signal, dtype=np.float32)
+
+
+def resampled_length(frames: int, rate: int, sample_rate: int) -> int:
+    """Samples soxr.resample returns for ``frames`` input samples (it rounds half up)."""
+    return (2 * frames * sample_rate + rate) // (2 * rate)
+
+
+# Context decoded on each side of a span before resampling, so the resampler's edge transient
+# falls outside the span (soxr HQ's filter is a few milliseconds long).
+SPAN_MARGIN_SECONDS = 0.05
+
+
+def load_span(path: str | Path, sample_rate: int, start: int, stop: int,
+              channel: str | int = "mean") -> np.ndarray:
+    """Samples [start, stop) of the file at ``sample_rate``, decoding only that part.
+
+    Equal (to float rounding) to ``load_audio(...)[start:stop]``: the span is resampled from a
+    source position that falls on the whole file's output grid, with a margin on each side.
+    Past the end of the file the result is shorter.
+    """
+    try:
+        with sf.SoundFile(str(path)) as f:
+            rate, frames = f.samplerate, f.frames
+            if rate == sample_rate:
+                first, offset, last = start, start, min(stop, frames)
+            else:
+                # output sample k sits at input position k * rate / sample_rate: start reading at a
+                # multiple of rate/g input samples, which is exactly an output sample
+                g = math.gcd(rate, sample_rate)
+                unit_in, unit_out = rate // g, sample_rate // g
+                margin = math.ceil(SPAN_MARGIN_SECONDS * rate / unit_in)
+                units = max(0, start // unit_out - margin)
+                first, offset = units * unit_in, units * unit_out
+                last = min(frames, (-(-stop // unit_out) + margin) * unit_in)
+            if last <= first:
+                return np.zeros(0, np.float32)
+            f.seek(first)
+            data = f.read(last - first, dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError(path, f"unreadable audio ({_short(exc)})") from None
+    if data.size == 0:
+        raise AudioError(path, "no audio samples in the requested span")
+    signal = _mono_at_rate(data, rate, sample_rate, channel)
+    return signal[start - offset: stop - offset]
 
 
 def write_audio(path: str | Path, signal: np.ndarray, sample_rate: int, block: int = 1 << 18) -> None:

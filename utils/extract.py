@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -13,11 +14,12 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 import librosa
 import numpy as np
+import soundfile as sf
 from tqdm import tqdm
 
-from utils.audio import AudioError, load_audio
+from utils.audio import AudioError, audio_info, load_audio, load_span, resampled_length
 from utils.gating import signal_fraction
-from utils.spectrogram import SpecParams, chunk_images, split_chunks, to_uint8
+from utils.spectrogram import SpecParams, chunk_images, chunk_starts, split_chunks, to_uint8
 
 if TYPE_CHECKING:
     from utils.store import Store
@@ -28,24 +30,97 @@ log = logging.getLogger("bioacoustics")
 def file_images(path: str | Path, params: SpecParams, pad_short: bool = False
                 ) -> tuple[np.ndarray, np.ndarray]:
     """All chunk images of one file (float32 in [0, 1]) and their start times in seconds."""
-    signal = load_audio(path, params.sample_rate, params.channel)
-    if params.pre_emphasis:
-        signal = librosa.effects.preemphasis(signal, coef=params.pre_emphasis)
+    signal = _emphasise(load_audio(path, params.sample_rate, params.channel), params)
     chunks, starts = split_chunks(signal, params, pad_short=pad_short)
     return chunk_images(chunks, params), starts
 
 
+def _emphasise(signal: np.ndarray, params: SpecParams) -> np.ndarray:
+    if not params.pre_emphasis:
+        return signal
+    return librosa.effects.preemphasis(signal, coef=params.pre_emphasis).astype(np.float32)
+
+
+def file_chunk_count(path: str | Path, params: SpecParams) -> int:
+    """Chunks of the whole file, from its header (nothing is decoded)."""
+    _, rate, _ = audio_info(path)
+    frames = sf.info(str(path)).frames
+    return len(chunk_starts(resampled_length(frames, rate, params.sample_rate), params))
+
+
+def segment_images(path: str | Path, params: SpecParams, first: int, count: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Images of chunks ``first .. first+count-1`` of a file, decoding only the audio they cover.
+
+    The same images as :func:`file_images` gives for those chunks (to float rounding), with memory
+    bounded by the segment instead of the file.
+    """
+    _, rate, _ = audio_info(path)
+    total = resampled_length(sf.info(str(path)).frames, rate, params.sample_rate)
+    starts = np.asarray(chunk_starts(total, params)[first:first + count])
+    if len(starts) == 0:
+        return np.zeros((0, params.height, params.width), np.float32), np.zeros(0)
+    context = 1 if params.pre_emphasis and starts[0] > 0 else 0  # pre-emphasis needs one sample back
+    begin, end = int(starts[0]) - context, int(starts[-1]) + params.chunk_samples
+    signal = _emphasise(load_span(path, params.sample_rate, begin, end, params.channel), params)[context:]
+    signal = np.pad(signal, (0, max(0, end - begin - context - len(signal))))
+    windows = np.lib.stride_tricks.sliding_window_view(signal, params.chunk_samples)
+    chunks = windows[starts - starts[0]]
+    return chunk_images(chunks, params), starts / params.sample_rate
+
+
 @dataclass(frozen=True)
 class Job:
+    """One unit of extraction work: a whole recording, or a segment of a long one."""
+
     recording: str
     path: str
     label: str
     split: str
+    first_chunk: int = 0
+    chunk_count: int = 0   # 0: the whole file
+    file_chunks: int = 0   # chunks of the whole file (segments only)
+    last: bool = True      # the recording's final segment
+
+    def cap(self, cap: int) -> int:
+        """A segment's share of a per-recording cap (0 stays 0: no cap)."""
+        if not cap or not self.chunk_count:
+            return cap
+        return max(1, -(-cap * min(self.chunk_count, self.file_chunks - self.first_chunk)
+                        // self.file_chunks))
+
+
+def plan_jobs(jobs: Iterable[Job], params: SpecParams, durations: dict[str, float],
+              segment_seconds: float) -> list[Job]:
+    """Cut recordings longer than ``segment_seconds`` into segments of whole chunks.
+
+    Memory per job is then bounded by the segment length, and a long recording's segments run
+    in parallel. ``durations`` (seconds, from the metadata) decides which files need a look at
+    their header.
+    """
+    planned = []
+    per_segment = max(1, int(segment_seconds * params.sample_rate) // params.step_samples)
+    for job in jobs:
+        if durations.get(job.recording, 0.0) <= segment_seconds:
+            planned.append(job)
+            continue
+        try:
+            total = file_chunk_count(job.path, params)
+        except AudioError:
+            planned.append(job)  # the worker reports the error
+            continue
+        firsts = list(range(0, total, per_segment)) or [0]
+        planned += [dataclasses.replace(job, first_chunk=f, chunk_count=per_segment,
+                                        file_chunks=total, last=f == firsts[-1]) for f in firsts]
+    return planned
 
 
 def _process(job: Job, params: SpecParams) -> dict:
     try:
-        images, starts = file_images(job.path, params)
+        if job.chunk_count:
+            images, starts = segment_images(job.path, params, job.first_chunk, job.chunk_count)
+        else:
+            images, starts = file_images(job.path, params)
     except AudioError as exc:
         return {"job": job, "status": "error", "detail": exc.reason}
     except MemoryError:
@@ -146,7 +221,8 @@ def extract_to_store(jobs: Iterable[Job], params: SpecParams, store_root: str | 
                      quotas: dict[str, int] | None = None) -> tuple[Store, dict]:
     """Write every job's chunks into the store at ``store_root``; completed recordings are skipped.
 
-    ``quotas`` caps the signal chunks of individual recordings (see :func:`class_quotas`).
+    ``quotas`` caps the signal chunks of individual recordings (see :func:`class_quotas`); a
+    segment of a long recording gets its share of a cap.
     """
     from utils.store import StoreWriter  # pandas: the parent needs it, spawned workers do not
 
@@ -158,23 +234,29 @@ def extract_to_store(jobs: Iterable[Job], params: SpecParams, store_root: str | 
     if len(todo) < len(jobs):
         log.info("resuming: %d of %d recordings already in the store", len(jobs) - len(todo), len(jobs))
     counts = {"ok": 0, "too_short": 0, "error": 0, "signal_chunks": 0, "noise_chunks": 0}
-    problems = []
+    problems, failed = [], set()
     results = map_jobs(_process, todo, worker_count(workers), params)
-    for result in tqdm(results, total=len(todo), desc="spectrograms", unit="file"):
+    for result in tqdm(results, total=len(todo), desc="spectrograms", unit="job"):
         job = result["job"]
-        counts[result["status"]] += 1
+        if job.recording in failed:  # an earlier segment failed: the recording is closed
+            continue
         if result["status"] != "ok":
+            counts[result["status"]] += 1
+            failed.add(job.recording)
             problems.append({"recording": job.recording, "path": job.path,
                              "status": result["status"], "detail": result["detail"]})
             writer.add(job.recording, np.zeros((0,)), [], result["status"], result["detail"])
             continue
-        keep, noise = choose_chunks(job.recording, result["s2n"], selection,
-                                    quotas.get(job.recording, 0))
+        counts["ok"] += job.last
+        selection_job = dataclasses.replace(selection, max_per_file=job.cap(selection.max_per_file))
+        keep, noise = choose_chunks(f"{job.recording}#{job.first_chunk}" if job.first_chunk
+                                    else job.recording, result["s2n"], selection_job,
+                                    job.cap(quotas.get(job.recording, 0)))
         rows = [{"recording": job.recording, "label": job.label, "split": job.split,
                  "start": round(float(t), 4), "s2n": round(float(s), 6), "noise": bool(n)}
                 for t, s, n in zip(result["starts"][keep], result["s2n"][keep], noise)]
         counts["signal_chunks"] += int((~noise).sum())
         counts["noise_chunks"] += int(noise.sum())
-        writer.add(job.recording, result["images"][keep], rows)
+        writer.add(job.recording, result["images"][keep], rows, final=job.last)
     store = writer.close()
     return store, {"counts": counts, "problems": problems}

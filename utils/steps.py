@@ -18,7 +18,8 @@ import pandas as pd
 
 from utils.audio import AUDIO_EXTENSIONS
 from utils.dataset import assign_splits, load_recordings, scan_csv, scan_folders, sort_dataset
-from utils.extract import Job, Selection, class_quotas, extract_to_store, worker_count
+from utils.extract import (Job, Selection, class_quotas, extract_to_store, plan_jobs,
+                           worker_count)
 from utils.fileio import atomic_write_json, atomic_write_text
 from utils.settings import save_settings
 from utils.spectrogram import SpecParams
@@ -77,7 +78,7 @@ def sort_step(s: Settings) -> dict:
 def store_settings(s: Settings) -> dict:
     """What a store's content depends on; its fingerprint names the store folder."""
     return {"spec": SpecParams.from_settings(s).to_dict(), "selection": selection(s).to_dict(),
-            "max_chunks_per_class": s["MAX_CHUNKS_PER_CLASS"],
+            "max_chunks_per_class": s["MAX_CHUNKS_PER_CLASS"], "segment_length": s["SEGMENT_LENGTH"],
             "dataset": str(Path(s["DATASET_DIR"]).resolve())}
 
 
@@ -106,6 +107,7 @@ def spec_step(s: Settings) -> dict:
                 by_class.setdefault(r.primary, {})[r.id] = params.chunk_count(r.duration)
         for files in by_class.values():
             quotas.update(class_quotas(files, s["MAX_CHUNKS_PER_CLASS"]))
+    jobs = plan_jobs(jobs, params, {r.id: r.duration for r in recordings}, s["SEGMENT_LENGTH"])
     root = store_root(s)
     store, report = extract_to_store(jobs, params, root, selection(s), quotas=quotas,
                                      workers=worker_count(s["SPEC_WORKERS"]),

@@ -10,6 +10,8 @@ Layout of one store (a folder named after its settings fingerprint)::
 
 A shard counts only once its ``.done.json`` exists, so a killed run leaves no half-written data
 in the index: on restart the orphans are deleted and the missing recordings are processed again.
+A long recording may span several shards; its rows count only once it is complete, and only from
+the shard where its completed attempt began (rows of an attempt cut short are ignored).
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ class StoreWriter:
     _images: list[np.ndarray] = field(default_factory=list)
     _rows: list[dict[str, Any]] = field(default_factory=list)
     _done: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _open: dict[str, dict[str, Any]] = field(default_factory=dict)  # recordings still receiving parts
 
     def __post_init__(self):
         self.root = Path(self.root)
@@ -61,19 +64,23 @@ class StoreWriter:
         return sum(len(i) for i in self._images)
 
     def add(self, recording: str, images: np.ndarray, rows: list[dict[str, Any]],
-            status: str = "ok", detail: str = "") -> None:
-        """Queue one recording's chunks (possibly none) and its outcome; flush when a shard is full."""
+            status: str = "ok", detail: str = "", final: bool = True) -> None:
+        """Queue chunks of a recording (possibly none); with ``final`` the recording is complete
+        and ``status`` is its outcome. Flushes a shard whenever one is full."""
         if len(images) != len(rows):
             raise ValueError("one index row per image")
+        entry = self._open.setdefault(recording, {"chunks": 0, "first_shard": self._next_shard})
+        entry["chunks"] += len(rows)
         if len(images):
             self._images.append(np.asarray(images, np.uint8))
             self._rows.extend(rows)
-        self._done[recording] = {"status": status, "chunks": len(rows), "detail": detail}
+        if final:
+            self._done[recording] = {"status": status, "detail": detail, **self._open.pop(recording)}
         if self.buffered >= self.shard_size:
             self.flush()
 
     def flush(self) -> None:
-        if not self._done:
+        if not self._done and not self._rows:
             return
         name = f"{self._next_shard:05d}"
         shards = self.root / "shards"
@@ -129,7 +136,9 @@ class Store:
             if len(frame):
                 frame.insert(0, "row", np.arange(len(frame)))
                 frame.insert(0, "shard", shard)
-                frames.append(frame)
+                first = frame["recording"].map(  # incomplete recordings: never valid
+                    lambda r: self.recordings[r].get("first_shard", 0) if r in self.recordings else np.inf)
+                frames.append(frame[first.astype(float) <= shard])
         columns = ["shard", "row", *INDEX_COLUMNS]
         self.index = (pd.concat(frames, ignore_index=True) if frames
                       else pd.DataFrame(columns=columns))

@@ -1,0 +1,79 @@
+"""Long recordings: processed in segments with bounded memory, with the same chunks as whole."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY, make_settings
+from utils import steps
+from utils.audio import write_audio
+from utils.extract import Job, _process, file_images, plan_jobs, segment_images
+from utils.spectrogram import SpecParams
+from utils.store import Store
+
+
+@pytest.fixture(scope="module")
+def long_flac(tmp_path_factory):
+    rng = np.random.default_rng(5)
+    t = np.arange(32000 * 40) / 32000
+    signal = 0.1 * rng.normal(size=len(t)) + 0.3 * np.sin(2 * np.pi * (1000 + 300 * np.sin(t)) * t)
+    path = tmp_path_factory.mktemp("long") / "forty seconds.flac"
+    write_audio(path, signal, 32000)
+    return path
+
+
+@pytest.mark.parametrize("emphasis", [0.0, 0.97])
+def test_segments_give_the_whole_file_chunks(long_flac, emphasis):
+    p = SpecParams(sample_rate=22050, fmin=200.0, fmax=10000.0, n_fft=512, height=32, width=64,
+                   chunk_overlap=0.4, min_chunk_length=0.5, pre_emphasis=emphasis)
+    whole, whole_starts = file_images(long_flac, p)
+    parts = [segment_images(long_flac, p, first, 17) for first in range(0, len(whole), 17)]
+    images = np.concatenate([i for i, _ in parts])
+    starts = np.concatenate([s for _, s in parts])
+    assert np.array_equal(starts, whole_starts)
+    assert np.abs(images - whole).max() < 1e-3
+
+
+def test_plan_cuts_only_long_recordings(long_flac):
+    p = SpecParams(sample_rate=16000, fmin=100.0, fmax=7000.0, n_fft=256, height=16, width=32)
+    jobs = [Job("long", str(long_flac), "a", "train"), Job("short", str(long_flac), "a", "train")]
+    planned = plan_jobs(jobs, p, {"long": 40.0, "short": 5.0}, segment_seconds=15.0)
+    long_parts = [j for j in planned if j.recording == "long"]
+    assert [j.first_chunk for j in long_parts] == [0, 15, 30] and long_parts[-1].last
+    assert not any(j.last for j in long_parts[:-1]) and long_parts[0].file_chunks == 40
+    assert [j for j in planned if j.recording == "short"] == [jobs[1]]
+
+
+def test_segmented_store_equals_whole_file_store(tmp_path, long_flac):
+    raw = tmp_path / "raw"
+    for label in ("a", "b"):
+        (raw / label).mkdir(parents=True)
+        (raw / label / f"{label}.flac").write_bytes(long_flac.read_bytes())
+    s = make_settings(tmp_path, *TINY, f"RAW_DATA={raw}", "VAL_FRACTION=0.0")
+    steps.sort_step(s)
+    whole = Store(steps.spec_step(s)["store"])
+    segmented = Store(steps.spec_step(s.replace(SEGMENT_LENGTH=7.0))["store"])
+    assert whole.root != segmented.root
+    key = ["recording", "start"]
+    a, b = whole.index.sort_values(key), segmented.index.sort_values(key)
+    assert a[key + ["noise"]].values.tolist() == b[key + ["noise"]].values.tolist()
+    difference = whole.images(a["shard"], a["row"]) - segmented.images(b["shard"], b["row"])
+    assert np.abs(difference).max() <= 1 / 255 + 1e-6
+
+
+def test_memory_stays_bounded_by_the_segment(tmp_path):
+    sr = 8000
+    path = tmp_path / "twenty minutes.wav"
+    write_audio(path, np.random.default_rng(0).normal(0, 0.1, sr * 1200), sr)  # 38 MB as float32
+    p = SpecParams(sample_rate=sr, fmin=100.0, fmax=3900.0, n_fft=256, height=16, width=32)
+    jobs = plan_jobs([Job("r", str(path), "a", "train")], p, {"r": 1200.0}, segment_seconds=30.0)
+    assert len(jobs) == 40
+    tracemalloc.start()
+    chunks = 0
+    for job in jobs:
+        result = _process(job, p)
+        chunks += len(result["images"])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert chunks == 1200
+    assert peak < 8e6, f"peak {peak / 1e6:.1f} MB for 30-s segments of a 1200-s file"
