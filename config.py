@@ -46,6 +46,8 @@ MAX_CHUNKS_PER_FILE = 0                      # signal chunks kept per recording 
 MAX_CHUNKS_PER_CLASS = 0                     # signal chunks per class, spread over its recordings; 0 = all
 STORE_DIR = "data/store"                     # stores live here, one folder per settings fingerprint
 SPEC_WORKERS = 0                             # worker processes for extraction; 0 = all cores
+SPEC_BACKEND: Literal["processes", "dask"] = "processes"  # dask: a cluster (audio on a shared path)
+DASK_SCHEDULER = ""                          # e.g. "tcp://head:8786"; "" = local cluster of SPEC_WORKERS
 SEGMENT_LENGTH = 600.0                       # seconds; longer recordings are split into parallel segments
 STORE_SHARD_SIZE = 4096                      # chunks per store shard (the unit of resume after a crash)
 

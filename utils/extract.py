@@ -140,6 +140,46 @@ def worker_pool(workers: int) -> cf.ProcessPoolExecutor:
     return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
+class DaskPool:
+    """Runs jobs on a Dask cluster through the same submit/result interface as a process pool.
+
+    Dask was chosen over Ray: pure Python from PyPI, no daemon beyond the scheduler the user
+    already runs, a LocalCluster for one machine and tests, and deployment helpers for SLURM/PBS
+    (dask-jobqueue) and Kubernetes that users of HPC clusters already have. Workers must see the
+    audio at the same paths (a shared file system); results come back here and only this process
+    writes the store, so resume works exactly as with local workers.
+    """
+
+    def __init__(self, address: str = "", workers: int = 2):
+        from distributed import Client, LocalCluster
+
+        self.cluster = None
+        if address:
+            self.client = Client(address)
+        else:
+            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                        dashboard_address=None)
+            self.client = Client(self.cluster)
+
+    @property
+    def workers(self) -> int:
+        return max(1, sum(w["nthreads"] for w in self.client.scheduler_info()["workers"].values()))
+
+    def submit(self, func, *args):
+        return self.client.submit(func, *args, pure=False)  # pure=False: never merge equal jobs
+
+    def shutdown(self, cancel_futures: bool = True) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def __enter__(self) -> "DaskPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+
 def map_jobs(func, jobs: list, workers: int, *args, pool: cf.ProcessPoolExecutor | None = None
              ) -> Iterator:
     """Ordered results of ``func(job, *args)``; worker processes when workers > 1 (or in ``pool``)."""
@@ -154,7 +194,7 @@ def map_jobs(func, jobs: list, workers: int, *args, pool: cf.ProcessPoolExecutor
         # a bounded number of jobs in flight keeps memory flat when the consumer is slower
         for job in jobs:
             in_flight.append(pool.submit(func, job, *args))
-            if len(in_flight) >= 4 * max(workers, 1):
+            if len(in_flight) >= 4 * max(getattr(pool, "workers", workers), 1):
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()
@@ -218,11 +258,12 @@ def class_quotas(chunk_counts: dict[str, int], cap: int) -> dict[str, int]:
 def extract_to_store(jobs: Iterable[Job], params: SpecParams, store_root: str | Path,
                      selection: Selection = Selection(), workers: int = 0,
                      store_settings: dict | None = None, shard_size: int = 4096,
-                     quotas: dict[str, int] | None = None) -> tuple[Store, dict]:
+                     quotas: dict[str, int] | None = None, pool=None) -> tuple[Store, dict]:
     """Write every job's chunks into the store at ``store_root``; completed recordings are skipped.
 
     ``quotas`` caps the signal chunks of individual recordings (see :func:`class_quotas`); a
-    segment of a long recording gets its share of a cap.
+    segment of a long recording gets its share of a cap. ``pool`` runs the jobs elsewhere (a
+    :class:`DaskPool`); by default ``workers`` local processes do.
     """
     from utils.store import StoreWriter  # pandas: the parent needs it, spawned workers do not
 
@@ -235,7 +276,7 @@ def extract_to_store(jobs: Iterable[Job], params: SpecParams, store_root: str | 
         log.info("resuming: %d of %d recordings already in the store", len(jobs) - len(todo), len(jobs))
     counts = {"ok": 0, "too_short": 0, "error": 0, "signal_chunks": 0, "noise_chunks": 0}
     problems, failed = [], set()
-    results = map_jobs(_process, todo, worker_count(workers), params)
+    results = map_jobs(_process, todo, worker_count(workers), params, pool=pool)
     for result in tqdm(results, total=len(todo), desc="spectrograms", unit="job"):
         job = result["job"]
         if job.recording in failed:  # an earlier segment failed: the recording is closed

@@ -6,6 +6,7 @@ backend has been chosen.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,7 +19,7 @@ import pandas as pd
 
 from utils.audio import AUDIO_EXTENSIONS
 from utils.dataset import assign_splits, load_recordings, scan_csv, scan_folders, sort_dataset
-from utils.extract import (Job, Selection, class_quotas, extract_to_store, plan_jobs,
+from utils.extract import (DaskPool, Job, Selection, class_quotas, extract_to_store, plan_jobs,
                            worker_count)
 from utils.fileio import atomic_write_json, atomic_write_text
 from utils.settings import save_settings
@@ -109,10 +110,16 @@ def spec_step(s: Settings) -> dict:
             quotas.update(class_quotas(files, s["MAX_CHUNKS_PER_CLASS"]))
     jobs = plan_jobs(jobs, params, {r.id: r.duration for r in recordings}, s["SEGMENT_LENGTH"])
     root = store_root(s)
-    store, report = extract_to_store(jobs, params, root, selection(s), quotas=quotas,
-                                     workers=worker_count(s["SPEC_WORKERS"]),
-                                     store_settings=store_settings(s),
-                                     shard_size=s["STORE_SHARD_SIZE"])
+    workers = worker_count(s["SPEC_WORKERS"])
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if s["SPEC_BACKEND"] == "dask":
+            pool = stack.enter_context(DaskPool(s["DASK_SCHEDULER"], workers))
+            log.info("extracting on Dask (%s, %d worker threads)",
+                     s["DASK_SCHEDULER"] or "local cluster", pool.workers)
+        store, report = extract_to_store(jobs, params, root, selection(s), quotas=quotas,
+                                         workers=workers, store_settings=store_settings(s),
+                                         shard_size=s["STORE_SHARD_SIZE"], pool=pool)
     save_settings(s, root / "spec_config.json")
     problems = pd.DataFrame(report["problems"], columns=["recording", "path", "status", "detail"])
     atomic_write_text(root / "problems.csv", problems.to_csv(index=False))
