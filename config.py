@@ -50,6 +50,8 @@ SPEC_BACKEND: Literal["processes", "dask"] = "processes"  # dask: a cluster (aud
 DASK_SCHEDULER = ""                          # e.g. "tcp://head:8786"; "" = local cluster of SPEC_WORKERS
 SEGMENT_LENGTH = 600.0                       # seconds; longer recordings are split into parallel segments
 STORE_SHARD_SIZE = 4096                      # chunks per store shard (the unit of resume after a crash)
+EXPORT_PNG = False                           # also write every stored chunk as a PNG, to look at
+PNG_DIR = ""                                 # PNG folder: <split>/<class>/, noise/<class>/; "" = <store>/png
 
 # ----------------------------------------------------------------------------- model
 MODEL: Literal["resnet"] = "resnet"          # architecture family

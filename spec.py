@@ -8,13 +8,16 @@ from utils import steps
 from utils.cli import step_command
 
 
-@step_command()
+@step_command(log_file=lambda s: steps.store_root(s) / "spec.log")
 def main(s):
     """Extract chunks (resumable: completed recordings are kept, the rest are processed)."""
     summary = steps.spec_step(s)
     click.echo(f"Store {summary['store']}: {summary['signal_chunks']} signal and "
-               f"{summary['noise_chunks']} noise chunks from {summary['recordings']} recordings; "
-               f"{summary['problems']} files skipped (see problems.csv)")
+               f"{summary['noise_chunks']} noise chunks from {summary['recordings']} recordings")
+    if summary["problems"]:
+        click.echo(f"Skipped {summary['problems']} files (problems.csv, spec.log):")
+        for line in summary["problem_table"]:
+            click.echo("  " + line)
 
 
 if __name__ == "__main__":

@@ -32,17 +32,21 @@ def settings_from_cli(config_file: str | None, overrides: tuple[str, ...]) -> Se
         raise click.UsageError(str(exc)) from None
 
 
-def step_command(log_file: str | None = None):
+def step_command(log_file=None):
     """Make ``func(settings, **options)`` a click command with --config/--set.
 
-    The settings are read once here, logging is set up (with ``log_file`` inside the run folder
-    when given), and expected failures end in one line instead of a traceback.
+    The settings are read once here, logging is set up (``log_file``: a name inside the run
+    folder, or a function of the settings giving a path), and expected failures end in one line
+    instead of a traceback.
     """
     def decorate(func):
         @functools.wraps(func)
         def run(config_file, overrides, **options):
             s = settings_from_cli(config_file, overrides)
-            log_path = Path(s["RUNS_DIR"]) / s["RUN_NAME"] / log_file if log_file else None
+            if callable(log_file):
+                log_path = log_file(s)
+            else:
+                log_path = Path(s["RUNS_DIR"]) / s["RUN_NAME"] / log_file if log_file else None
             setup_logging(s["LOG_LEVEL"], log_path)
             return func(s, **options)
         return click.command(help=func.__doc__)(settings_options(user_errors()(run)))

@@ -124,13 +124,32 @@ def spec_step(s: Settings) -> dict:
     problems = pd.DataFrame(report["problems"], columns=["recording", "path", "status", "detail"])
     atomic_write_text(root / "problems.csv", problems.to_csv(index=False))
     index = store.index
+    every_problem = [{"recording": r, **v} for r, v in store.recordings.items() if v["status"] != "ok"]
     summary = {"store": str(root), "recordings": len(store.recordings),
                "signal_chunks": int((~index["noise"]).sum()), "noise_chunks": int(index["noise"].sum()),
-               "problems": len(problems), "this_run": report["counts"]}
+               "problems": len(every_problem), "this_run": report["counts"],
+               "problem_table": problem_table(every_problem)}
     atomic_write_json(root / "summary.json", summary)
     for problem in report["problems"]:
         log.warning("skipped %s: %s", problem["path"], problem["detail"])
+    if s["EXPORT_PNG"]:
+        from utils.png_export import export_png
+
+        out = Path(s["PNG_DIR"]) if s["PNG_DIR"] else root / "png"
+        summary["png"] = export_png(store, out)
     return summary
+
+
+def problem_table(problems: list[dict], limit: int = 10) -> list[str]:
+    """Lines for the console: count per status, then the first few recordings and reasons."""
+    if not problems:
+        return []
+    counts = pd.Series([p["status"] for p in problems]).value_counts()
+    lines = [", ".join(f"{status}: {n}" for status, n in counts.items())]
+    lines += [f"{p['recording']}: {p['status']} ({p['detail']})" for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"... and {len(problems) - limit} more")
+    return lines
 
 
 # ---------------------------------------------------------------- step 3
