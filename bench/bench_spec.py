@@ -17,6 +17,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import click  # noqa: E402
+import cv2  # noqa: E402
 import librosa  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -26,6 +27,7 @@ from utils.extract import file_images, map_jobs, worker_pool  # noqa: E402
 from utils.spectrogram import SpecParams  # noqa: E402
 from utils.synth import synth_recording  # noqa: E402
 
+cv2.setNumThreads(1)  # spawned workers inherit nothing: _worker_images sets it again
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "insectset32" / "audio"
 PARAMS = SpecParams(sample_rate=44100, chunk_length=1.0, chunk_overlap=0.0, min_chunk_length=1.0,
                     fmin=500.0, fmax=15000.0, n_fft=1024, height=128, width=256)
@@ -124,6 +126,7 @@ def _worker_images_one(path):
 
 
 def _worker_images(path, params):
+    cv2.setNumThreads(1)
     return len(suite_images(path, params))
 
 

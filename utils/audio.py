@@ -34,6 +34,8 @@ def to_mono(data: np.ndarray, channel: str | int = "mean") -> np.ndarray:
     """(frames, channels) -> (frames,): the channel mean, or one channel by index."""
     if data.ndim == 1:
         return data
+    if data.shape[1] == 1:
+        return data[:, 0]
     if channel == "mean":
         return data.mean(axis=1, dtype=np.float32)
     index = int(channel)

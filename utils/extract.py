@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
+import cv2
 import librosa
 import numpy as np
 import soundfile as sf
@@ -116,6 +117,7 @@ def plan_jobs(jobs: Iterable[Job], params: SpecParams, durations: dict[str, floa
 
 
 def _process(job: Job, params: SpecParams) -> dict:
+    cv2.setNumThreads(1)  # parallelism comes from worker processes; OpenCV threads would compete
     try:
         if job.chunk_count:
             images, starts = segment_images(job.path, params, job.first_chunk, job.chunk_count)

