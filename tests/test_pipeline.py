@@ -97,3 +97,24 @@ def test_insectset32_official_split_end_to_end(tmp_path):
     summary = steps.test_step(s)
     assert summary["split"] == "test" and summary["scored"] == 72
     assert 0 <= summary["top1_accuracy"] <= 1
+
+
+def test_spec_differences_are_named_only_when_real(caplog):
+    import logging
+
+    from utils.cli import DEFAULTS_FILE
+    from utils.settings import load_settings
+    from utils.spectrogram import SpecParams
+
+    s = load_settings(DEFAULTS_FILE)
+    meta = {"spec": json.loads(json.dumps(SpecParams.from_settings(s).to_dict()))}  # as saved
+    logger = logging.getLogger("bioacoustics")
+    logger.propagate = True
+    try:
+        with caplog.at_level(logging.INFO, logger="bioacoustics"):
+            steps._note_spec_differences(meta, s)
+            assert "differs" not in caplog.text
+            steps._note_spec_differences(meta, s.replace(FMAX=12000.0))
+            assert "differs in: fmax" in caplog.text
+    finally:
+        logger.propagate = False

@@ -193,7 +193,8 @@ def test_step(s: Settings) -> dict:
 
 def _note_spec_differences(meta: dict, s: Settings) -> None:
     current = SpecParams.from_settings(s).to_dict()
-    changed = sorted(k for k, v in meta["spec"].items() if current.get(k) != v)
+    trained = SpecParams.from_dict(meta["spec"]).to_dict()  # same types as current (tuples)
+    changed = sorted(k for k, v in trained.items() if current.get(k) != v)
     if changed:
         log.info("scoring with the model's own spectrogram settings; the config differs in: %s",
                  ", ".join(changed))
