@@ -53,6 +53,12 @@ STORE_SHARD_SIZE = 4096                      # chunks per store shard (the unit 
 EXPORT_PNG = False                           # also write every stored chunk as a PNG, to look at
 PNG_DIR = ""                                 # PNG folder: <split>/<class>/, noise/<class>/; "" = <store>/png
 
+# ----------------------------------------------------------------------------- augmentation (training batches)
+AUGMENTATION: dict[str, float] = {           # name -> strength; names and meanings in utils/augment.py
+    "roll_v": 0.1, "noise": 0.5, "time_mask": 0.15, "freq_mask": 0.15}
+AUGMENTATION_PROBABILITY = 0.5               # chance that a training sample is augmented at all
+AUGMENTATION_COUNT = 2                       # most augmentations one sample gets (drawn at random)
+
 # ----------------------------------------------------------------------------- model
 MODEL: Literal["resnet"] = "resnet"          # architecture family
 FILTERS = [16, 32, 64, 128]                  # filters per residual stage (one stage per entry)

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import keras
 import numpy as np
 
+from utils.augment import Augmenter
 from utils.batches import ChunkBatches
 from utils.metrics import mlrap, target_matrix, top_k_accuracy
 from utils.model_io import save_model
@@ -38,6 +39,9 @@ class TrainOptions:
     early_stopping: int = 10
     pooling: str = "median_filtered"
     seed: int = 1337
+    augmentation: tuple[tuple[str, float], ...] = ()
+    augmentation_probability: float = 0.5
+    augmentation_count: int = 2
 
     @classmethod
     def from_settings(cls, s: Mapping[str, Any]) -> "TrainOptions":
@@ -46,7 +50,10 @@ class TrainOptions:
                    batch_size=s["BATCH_SIZE"], learning_rate=s["LEARNING_RATE"],
                    weight_decay=s["WEIGHT_DECAY"], snapshot_epochs=s["SNAPSHOT_EPOCHS"],
                    select_metric=s["SELECT_METRIC"], early_stopping=s["EARLY_STOPPING"],
-                   pooling=s["POOLING"], seed=s["SEED"])
+                   pooling=s["POOLING"], seed=s["SEED"],
+                   augmentation=tuple(sorted(s["AUGMENTATION"].items())),
+                   augmentation_probability=s["AUGMENTATION_PROBABILITY"],
+                   augmentation_count=s["AUGMENTATION_COUNT"])
 
 
 @dataclass
@@ -152,8 +159,14 @@ def train_model(store: Store, background: Mapping[str, list[str]], run_dir: str 
     model = build_model(options.model, (spec["height"], spec["width"], 1), len(classes),
                         filters=list(options.filters), blocks_per_stage=options.blocks_per_stage,
                         dropout=options.dropout, multi_label=options.multi_label)
+    augmenter = None
+    if options.augmentation:
+        augmenter = Augmenter(dict(options.augmentation), options.augmentation_probability,
+                              options.augmentation_count, seed=options.seed)
+    noise = index[(index["split"] == "train") & index["noise"]]
     train_batches = ChunkBatches(store, train.shards, train.rows, train.targets, options.batch_size,
-                                 shuffle=True, seed=options.seed)
+                                 shuffle=True, seed=options.seed, augmenter=augmenter,
+                                 noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()))
     steps = max(1, len(train_batches) * options.epochs)
     schedule = keras.optimizers.schedules.CosineDecay(options.learning_rate, decay_steps=steps)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=options.weight_decay),

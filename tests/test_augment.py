@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from utils.augment import AUGMENTATIONS, Augmenter
+
+
+@pytest.fixture
+def batch():
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 32, 48, 1)).astype("float32")
+    y = np.eye(4, dtype="float32")[rng.integers(0, 4, 16)]
+    noise = (rng.random((5, 32, 48, 1)) * 0.5).astype("float32")
+    return x, y, noise
+
+
+@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
+def test_each_augmentation_changes_only_chosen_samples(batch, name):
+    x, y, noise = batch
+    augmenter = Augmenter({name: 0.3}, probability=0.5, max_count=1, seed=3)
+    chosen = augmenter.choose(len(x))[:, 0]
+    augmenter = Augmenter({name: 0.3}, probability=0.5, max_count=1, seed=3)  # same draws again
+    xa, ya = augmenter(x, y, noise)
+    changed = np.abs(xa - x).reshape(len(x), -1).max(axis=1) > 1e-6
+    assert xa.shape == x.shape and xa.dtype == np.float32
+    assert xa.min() >= 0 and xa.max() <= 1 + 1e-6
+    assert 0 < chosen.sum() < len(x)
+    assert not changed[~chosen].any()  # untouched samples stay exactly as they were
+    assert changed[chosen].mean() > 0.5
+    assert np.allclose(ya.sum(axis=1), 1)
+    if name != "mixup":
+        assert np.array_equal(ya, y)
+
+
+def test_masks_blank_a_band(batch):
+    x, y, _ = batch
+    xa, _ = Augmenter({"time_mask": 0.5}, probability=1.0, seed=0)(np.ones_like(x), y)
+    blank_columns = (xa[..., 0] == 0).all(axis=1).sum(axis=1)
+    assert (blank_columns <= 24).all() and blank_columns.max() > 0
+    assert ((xa == 0) | (xa == 1)).all()
+
+
+def test_same_seed_same_batch(batch):
+    x, y, noise = batch
+    settings = {"roll_v": 0.2, "gaussian": 0.05, "mixup": 0.4, "crop": 0.1}
+    first = Augmenter(settings, 0.7, 2, seed=9)(x, y, noise)
+    second = Augmenter(settings, 0.7, 2, seed=9)(x, y, noise)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
+def test_count_limits_augmentations_per_sample():
+    chosen = Augmenter({k: 0.1 for k in AUGMENTATIONS}, probability=1.0, max_count=2, seed=0).choose(200)
+    assert chosen.sum(axis=1).max() == 2 and chosen.sum(axis=1).min() == 1
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        Augmenter({"rotate": 0.1})
+
+
+def test_training_batches_mix_in_noise_chunks(tmp_path):
+    from utils.batches import ChunkBatches
+    from utils.store import StoreWriter
+
+    writer = StoreWriter(tmp_path / "s", {"spec": {"height": 8, "width": 12}}, shard_size=100)
+    rows = [{"recording": "r", "label": "a", "split": "train", "start": float(i), "s2n": 0.1,
+             "noise": i >= 4} for i in range(8)]
+    images = np.zeros((8, 8, 12), np.uint8)
+    images[4:] = 200  # the noise chunks are bright; the signal chunks black
+    writer.add("r", images, rows)
+    store = writer.close()
+    signal, noise = store.index[~store.index["noise"]], store.index[store.index["noise"]]
+    targets = np.ones((4, 1), np.float32)
+    plain = ChunkBatches(store, signal["shard"], signal["row"], targets, 4)
+    assert plain[0][0].max() == 0
+    mixed = ChunkBatches(store, signal["shard"], signal["row"], targets, 4, shuffle=True,
+                         augmenter=Augmenter({"noise": 0.5}, probability=1.0, seed=0),
+                         noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()))
+    x, y = mixed[0]
+    assert x.shape == (4, 8, 12, 1) and (x.reshape(4, -1).max(axis=1) > 0).all() and x.max() <= 1

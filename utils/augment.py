@@ -1,0 +1,137 @@
+"""Batch augmentation of spectrogram images, written with keras.ops (any backend).
+
+Configured like the 2018 baseline: a mapping of augmentation name -> strength, a probability that
+a sample is augmented at all, and the most augmentations one sample gets. Each augmented sample
+draws its own subset of the enabled augmentations; per-sample quantities (masks, gains, noise
+weights) are drawn per sample, shift and crop sizes once per batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import keras
+import numpy as np
+from keras import ops
+
+# name -> what the strength means
+AUGMENTATIONS = {
+    "roll_v": "largest frequency shift, as a share of the image height (wraps around)",
+    "roll_h": "largest time shift, as a share of the image width (wraps around)",
+    "noise": "largest weight of a random noise-set chunk added to the image",
+    "gaussian": "standard deviation of added gaussian noise",
+    "time_mask": "widest SpecAugment time mask, as a share of the width",
+    "freq_mask": "widest SpecAugment frequency mask, as a share of the height",
+    "mixup": "Beta(a, a) parameter of the mixing weight (images and targets mixed)",
+    "brightness": "largest value added or subtracted",
+    "multiply": "largest relative gain change",
+    "blur": "unused (3x3 box blur)",
+    "crop": "largest share cut from each side before zooming back to full size",
+}
+
+
+@dataclass
+class Augmenter:
+    """Callable (images, targets, noise) -> (images, targets); images are (B, H, W, 1) in [0, 1]."""
+
+    strengths: dict[str, float]
+    probability: float = 0.5
+    max_count: int = 2
+    seed: int = 0
+    _rng: np.random.Generator = field(init=False, repr=False)
+
+    def __post_init__(self):
+        unknown = set(self.strengths) - set(AUGMENTATIONS)
+        if unknown:
+            raise ValueError(f"unknown augmentation(s) {sorted(unknown)}; choose from {sorted(AUGMENTATIONS)}")
+        if not 0 <= self.probability <= 1 or self.max_count < 1:
+            raise ValueError("AUGMENTATION_PROBABILITY must be in [0, 1] and AUGMENTATION_COUNT >= 1")
+        self.names = sorted(self.strengths)
+        self._rng = np.random.default_rng(self.seed)
+        self._seed = keras.random.SeedGenerator(self.seed)
+
+    def choose(self, batch: int) -> np.ndarray:
+        """(batch, n_augmentations) booleans: which augmentations each sample gets."""
+        chosen = np.zeros((batch, len(self.names)), bool)
+        augmented = self._rng.random(batch) < self.probability
+        for row in np.flatnonzero(augmented):
+            count = self._rng.integers(1, min(self.max_count, len(self.names)) + 1)
+            chosen[row, self._rng.choice(len(self.names), size=count, replace=False)] = True
+        return chosen
+
+    def __call__(self, images: np.ndarray, targets: np.ndarray, noise: np.ndarray | None = None):
+        if not self.names or len(images) == 0:
+            return images, targets
+        chosen = self.choose(len(images))
+        x = ops.convert_to_tensor(images, dtype="float32")
+        y = ops.convert_to_tensor(targets, dtype="float32")
+        for column, name in enumerate(self.names):
+            if not chosen[:, column].any() or (name == "noise" and (noise is None or not len(noise))):
+                continue
+            mask = ops.convert_to_tensor(chosen[:, column])
+            strength = float(self.strengths[name])
+            if name == "mixup":
+                x, y = self._mixup(x, y, mask, strength)
+                continue
+            changed = self._ops[name](self, x, strength, noise)
+            x = ops.where(ops.reshape(mask, (-1, 1, 1, 1)), changed, x)
+        return ops.convert_to_numpy(x), ops.convert_to_numpy(y)
+
+    # --------------------------------------------------------------- the augmentations
+
+    def _uniform(self, shape, low=0.0, high=1.0):
+        return keras.random.uniform(shape, low, high, seed=self._seed)
+
+    def _roll(self, x, share, axis):
+        size = x.shape[axis]
+        limit = max(1, int(share * size))
+        return ops.roll(x, int(self._rng.integers(-limit, limit + 1)), axis=axis)
+
+    def _noise(self, x, strength, noise):
+        picks = self._rng.integers(0, len(noise), len(x))
+        chunk = ops.convert_to_tensor(np.asarray(noise)[picks], dtype="float32")
+        weight = self._uniform((len(x), 1, 1, 1), 0.0, strength)
+        mixed = x + weight * chunk
+        return mixed / ops.maximum(ops.max(mixed, axis=(1, 2, 3), keepdims=True), 1.0)
+
+    def _band_mask(self, x, share, axis):
+        size = x.shape[axis]
+        width = ops.cast(ops.floor(self._uniform((len(x), 1)) * share * size), "float32")
+        start = ops.floor(self._uniform((len(x), 1)) * (size - width))
+        position = ops.cast(ops.arange(size), "float32")[None, :]
+        inside = (position >= start) & (position < start + width)  # (batch, size)
+        shape = (len(x), size, 1, 1) if axis == 1 else (len(x), 1, size, 1)
+        return ops.where(ops.reshape(inside, shape), 0.0, x)
+
+    def _mixup(self, x, y, mask, alpha):
+        order = self._rng.permutation(len(x))
+        lam = keras.random.beta((len(x),), alpha, alpha, seed=self._seed)
+        lam = ops.where(mask, ops.maximum(lam, 1.0 - lam), 1.0)  # the sample's own image dominates
+        x2, y2 = ops.take(x, order, axis=0), ops.take(y, order, axis=0)
+        x = lam[:, None, None, None] * x + (1.0 - lam[:, None, None, None]) * x2
+        y = lam[:, None] * y + (1.0 - lam[:, None]) * y2
+        return x, y
+
+    def _blur(self, x, strength, noise):
+        kernel = ops.ones((3, 3, 1, 1), dtype="float32") / 9.0
+        return ops.conv(x, kernel, strides=1, padding="same")
+
+    def _crop(self, x, share, noise):
+        height, width = x.shape[1], x.shape[2]
+        top, left = (int(self._rng.integers(0, max(1, int(share * s)) + 1)) for s in (height, width))
+        bottom, right = (int(self._rng.integers(0, max(1, int(share * s)) + 1)) for s in (height, width))
+        cropped = x[:, top:height - bottom, left:width - right, :]
+        return ops.image.resize(cropped, (height, width), interpolation="bilinear")
+
+    _ops: ClassVar[dict[str, Callable]] = {
+        "roll_v": lambda self, x, s, n: self._roll(x, s, 1),
+        "roll_h": lambda self, x, s, n: self._roll(x, s, 2),
+        "noise": lambda self, x, s, n: self._noise(x, s, n),
+        "gaussian": lambda self, x, s, n: ops.clip(x + keras.random.normal(x.shape, stddev=s, seed=self._seed), 0, 1),
+        "time_mask": lambda self, x, s, n: self._band_mask(x, s, 2),
+        "freq_mask": lambda self, x, s, n: self._band_mask(x, s, 1),
+        "brightness": lambda self, x, s, n: ops.clip(x + self._uniform((len(x), 1, 1, 1), -s, s), 0, 1),
+        "multiply": lambda self, x, s, n: ops.clip(x * self._uniform((len(x), 1, 1, 1), 1 - s, 1 + s), 0, 1),
+        "blur": lambda self, x, s, n: self._blur(x, s, n),
+        "crop": lambda self, x, s, n: self._crop(x, s, n),
+    }
