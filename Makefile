@@ -30,6 +30,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+	KERAS_BACKEND=jax $(PY) -m pytest -m backend -k "not insectset32"
 
 clean-demo:
 	rm -rf data/demo runs/demo

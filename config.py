@@ -71,8 +71,18 @@ RUNS_DIR = "runs"                            # every run writes to RUNS_DIR/RUN_
 RUN_NAME = "default"                         # name of this experiment's run folder
 EPOCHS = 30                                  # passes over the training chunks
 BATCH_SIZE = 32                              # chunks per training step
-LEARNING_RATE = 0.001                        # peak learning rate (cosine decay to 0)
-WEIGHT_DECAY = 0.0001                        # AdamW decoupled weight decay
+OPTIMIZER: Literal["adam", "adamw", "sgd", "nesterov"] = "adamw"  # sgd/nesterov use momentum 0.9
+LEARNING_RATE = 0.001                        # learning rate at the start (after warm-up)
+LEARNING_RATE_END = 0.0                      # learning rate the schedule ends at (linear, cosine, step-N)
+LR_SCHEDULE = "cosine"                       # constant, linear, cosine, root, or step-N (a drop every N epochs)
+WARMUP_EPOCHS = 1.0                          # linear warm-up from 0 over this many epochs; 0 = none
+WEIGHT_DECAY = 0.0001                        # decoupled weight decay (any optimizer); 0 = none
+L2_WEIGHT = 0.0                              # L2 penalty on kernels added to the loss (the baseline's)
+GRADIENT_CLIP = 0.0                          # clip gradients to this global norm; 0 = no clipping
+LOSS: Literal["crossentropy", "focal"] = "crossentropy"  # focal down-weights easy chunks
+LABEL_SMOOTHING = 0.0                        # share of target mass spread over the other classes
+FOCAL_GAMMA = 2.0                            # focusing parameter of the focal loss
+CLASS_BALANCE: Literal["none", "weights", "sampling"] = "none"  # for uneven classes
 SNAPSHOT_EPOCHS = 5                          # save a snapshot every N epochs; 0 = never
 SELECT_METRIC: Literal["val_rec_mlrap", "val_rec_top1", "val_loss"] = "val_rec_mlrap"  # picks best.keras
 EARLY_STOPPING = 10                          # epochs without improvement before stopping; 0 = never

@@ -3,6 +3,8 @@ import pytest
 
 from utils.augment import AUGMENTATIONS, Augmenter
 
+pytestmark = pytest.mark.backend  # also run on JAX by `make test`
+
 
 @pytest.fixture
 def batch():

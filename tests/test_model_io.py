@@ -6,6 +6,8 @@ import pytest
 from utils.model_io import ModelFileError, load_model, read_model_meta, save_model
 from utils.models import build_model
 
+pytestmark = pytest.mark.backend  # also run on JAX by `make test`
+
 
 def test_model_round_trip_keeps_classes_settings_and_predictions(tmp_path):
     model = build_model("resnet", (16, 32, 1), 3, filters=[4, 8], dropout=0.0)

@@ -13,6 +13,8 @@ from utils.model_io import read_model_meta
 from utils.store import Store
 from utils.writers import check_topn_csv
 
+pytestmark = pytest.mark.backend  # also run on JAX by `make test`
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -5,6 +5,7 @@ import math
 
 import keras
 import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
 
 from utils.store import Store
 
@@ -14,10 +15,24 @@ class ChunkBatches(keras.utils.PyDataset):
 
     def __init__(self, store: Store, shards: np.ndarray, rows: np.ndarray, targets: np.ndarray,
                  batch_size: int, shuffle: bool = False, seed: int = 0, augmenter=None,
-                 noise: tuple[np.ndarray, np.ndarray] | None = None, **kwargs):
+                 noise: tuple[np.ndarray, np.ndarray] | None = None, balance: str = "none",
+                 classes: np.ndarray | None = None, **kwargs):
         """``augmenter`` (utils.augment.Augmenter) changes training batches; ``noise`` is the
-        (shards, rows) of the noise chunks it may mix in."""
+        (shards, rows) of the noise chunks it may mix in. ``balance`` with each chunk's class index
+        in ``classes``: "weights" adds per-sample weights (sklearn's balanced class weights),
+        "sampling" draws each epoch's chunks with replacement so classes come up equally often."""
         super().__init__(**kwargs)
+        if balance not in ("none", "weights", "sampling"):
+            raise ValueError(f"CLASS_BALANCE must be none, weights or sampling, got {balance!r}")
+        self.balance = balance
+        self.weights = self.draw_probability = None
+        if balance != "none":
+            if classes is None:
+                raise ValueError("class balancing needs each chunk's class")
+            present = np.unique(classes)
+            per_class = compute_class_weight("balanced", classes=present, y=classes)
+            self.weights = per_class[np.searchsorted(present, classes)].astype(np.float32)
+            self.draw_probability = self.weights / self.weights.sum()
         self.augmenter = augmenter
         self.noise = noise if noise is not None and len(noise[0]) else None
         if not len(rows) == len(shards) == len(targets):
@@ -26,7 +41,12 @@ class ChunkBatches(keras.utils.PyDataset):
         self.targets = np.asarray(targets, np.float32)
         self.batch_size, self.shuffle = int(batch_size), shuffle
         self._rng = np.random.default_rng(seed)
-        self.order = self._rng.permutation(len(rows)) if shuffle else np.arange(len(rows))
+        self.order = self._new_order() if shuffle else np.arange(len(rows))
+
+    def _new_order(self) -> np.ndarray:
+        if self.balance == "sampling":
+            return self._rng.choice(len(self.rows), size=len(self.rows), p=self.draw_probability)
+        return self._rng.permutation(len(self.rows))
 
     def __len__(self) -> int:
         return math.ceil(len(self.rows) / self.batch_size)
@@ -35,14 +55,16 @@ class ChunkBatches(keras.utils.PyDataset):
         chosen = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         images = self.store.images(self.shards[chosen], self.rows[chosen])[..., None]
         targets = self.targets[chosen]
-        if self.augmenter is None:
-            return images, targets
-        noise = None
-        if self.noise is not None and "noise" in self.augmenter.strengths:
-            picks = self._rng.integers(0, len(self.noise[0]), min(len(chosen), len(self.noise[0])))
-            noise = self.store.images(self.noise[0][picks], self.noise[1][picks])[..., None]
-        return self.augmenter(images, targets, noise)
+        if self.augmenter is not None:
+            noise = None
+            if self.noise is not None and "noise" in self.augmenter.strengths:
+                picks = self._rng.integers(0, len(self.noise[0]), min(len(chosen), len(self.noise[0])))
+                noise = self.store.images(self.noise[0][picks], self.noise[1][picks])[..., None]
+            images, targets = self.augmenter(images, targets, noise)
+        if self.balance == "weights":
+            return images, targets, self.weights[chosen]
+        return images, targets
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
-            self.order = self._rng.permutation(len(self.rows))
+            self.order = self._new_order()

@@ -15,7 +15,9 @@ from utils.batches import ChunkBatches
 from utils.metrics import mlrap, target_matrix, top_k_accuracy
 from utils.model_io import save_model
 from utils.models import build_model
+from utils.losses import make_loss
 from utils.pooling import pool_groups
+from utils.schedules import EpochSchedule, check_schedule, make_optimizer
 from utils.store import Store
 
 log = logging.getLogger("bioacoustics")
@@ -42,6 +44,16 @@ class TrainOptions:
     augmentation: tuple[tuple[str, float], ...] = ()
     augmentation_probability: float = 0.5
     augmentation_count: int = 2
+    optimizer: str = "adamw"
+    lr_schedule: str = "cosine"
+    learning_rate_end: float = 0.0
+    warmup_epochs: float = 0.0
+    gradient_clip: float = 0.0
+    l2: float = 0.0
+    loss: str = "crossentropy"
+    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0
+    class_balance: str = "none"
 
     @classmethod
     def from_settings(cls, s: Mapping[str, Any]) -> "TrainOptions":
@@ -53,7 +65,12 @@ class TrainOptions:
                    pooling=s["POOLING"], seed=s["SEED"],
                    augmentation=tuple(sorted(s["AUGMENTATION"].items())),
                    augmentation_probability=s["AUGMENTATION_PROBABILITY"],
-                   augmentation_count=s["AUGMENTATION_COUNT"])
+                   augmentation_count=s["AUGMENTATION_COUNT"], optimizer=s["OPTIMIZER"],
+                   lr_schedule=check_schedule(s["LR_SCHEDULE"]),
+                   learning_rate_end=s["LEARNING_RATE_END"], warmup_epochs=s["WARMUP_EPOCHS"],
+                   gradient_clip=s["GRADIENT_CLIP"], l2=s["L2_WEIGHT"], loss=s["LOSS"],
+                   label_smoothing=s["LABEL_SMOOTHING"], focal_gamma=s["FOCAL_GAMMA"],
+                   class_balance=s["CLASS_BALANCE"])
 
 
 @dataclass
@@ -158,19 +175,23 @@ def train_model(store: Store, background: Mapping[str, list[str]], run_dir: str 
 
     model = build_model(options.model, (spec["height"], spec["width"], 1), len(classes),
                         filters=list(options.filters), blocks_per_stage=options.blocks_per_stage,
-                        dropout=options.dropout, multi_label=options.multi_label)
+                        dropout=options.dropout, multi_label=options.multi_label, l2=options.l2)
     augmenter = None
     if options.augmentation:
         augmenter = Augmenter(dict(options.augmentation), options.augmentation_probability,
                               options.augmentation_count, seed=options.seed)
     noise = index[(index["split"] == "train") & index["noise"]]
+    primary = np.asarray([classes.index(label[0]) for label in train.labels])
     train_batches = ChunkBatches(store, train.shards, train.rows, train.targets, options.batch_size,
                                  shuffle=True, seed=options.seed, augmenter=augmenter,
-                                 noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()))
-    steps = max(1, len(train_batches) * options.epochs)
-    schedule = keras.optimizers.schedules.CosineDecay(options.learning_rate, decay_steps=steps)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=options.weight_decay),
-                  loss="binary_crossentropy" if options.multi_label else "categorical_crossentropy",
+                                 noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()),
+                                 balance=options.class_balance, classes=primary)
+    schedule = EpochSchedule(options.lr_schedule, options.learning_rate, options.learning_rate_end,
+                             options.epochs, len(train_batches), options.warmup_epochs)
+    model.compile(optimizer=make_optimizer(options.optimizer, schedule, options.weight_decay,
+                                           options.gradient_clip),
+                  loss=make_loss(options.loss, options.multi_label, options.label_smoothing,
+                                 options.focal_gamma),
                   metrics=["binary_accuracy" if options.multi_label else "categorical_accuracy"])
 
     monitor = options.select_metric if len(val) else "loss"

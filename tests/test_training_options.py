@@ -1,0 +1,96 @@
+import keras
+import numpy as np
+import pytest
+
+from tests.conftest import TINY, make_settings
+from utils import steps
+from utils.batches import ChunkBatches
+from utils.losses import make_loss
+from utils.models import build_model
+from utils.schedules import EpochSchedule, make_optimizer
+from utils.store import StoreWriter
+
+pytestmark = pytest.mark.backend  # also run on JAX by `make test`
+
+
+def rate(schedule, epoch, steps_per_epoch=10):
+    return float(keras.ops.convert_to_numpy(schedule(epoch * steps_per_epoch)))
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("constant", [1e-3, 1e-3, 1e-3]),
+    ("linear", [1e-3, 1e-3 - 5 * (1e-3 - 1e-5) / 9, 1e-5]),
+    ("cosine", [1e-3, 1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + np.cos(np.pi * 5 / 9)), 1e-5]),
+    ("root", [1e-3, 1e-3 / np.sqrt(6), 1e-3 / np.sqrt(10)]),
+    ("step-3", [1e-3, 1e-3 - (1e-3 - 1e-5) / 2, 1e-5]),  # 10 epochs: drops after epochs 3 and 6
+])
+def test_schedules_by_hand(kind, expected):
+    schedule = EpochSchedule(kind, 1e-3, 1e-5, epochs=10, steps_per_epoch=10)
+    assert [rate(schedule, e) for e in (0, 5, 9)] == pytest.approx(expected, rel=1e-4)
+
+
+def test_warmup_rises_linearly_then_hands_over():
+    schedule = EpochSchedule("constant", 1e-3, 0.0, epochs=10, steps_per_epoch=10, warmup_epochs=2)
+    assert float(keras.ops.convert_to_numpy(schedule(0))) == pytest.approx(1e-3 / 20)
+    assert rate(schedule, 1) == pytest.approx(1e-3 * 11 / 20) and rate(schedule, 3) == pytest.approx(1e-3)
+    again = EpochSchedule.from_config(schedule.get_config())
+    assert rate(again, 1) == rate(schedule, 1)
+    with pytest.raises(ValueError, match="LR_SCHEDULE"):
+        EpochSchedule("exponential", 1e-3, 0.0, 10, 10)
+
+
+@pytest.mark.parametrize("name, kind", [("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW),
+                                        ("sgd", keras.optimizers.SGD), ("nesterov", keras.optimizers.SGD)])
+def test_optimizers(name, kind):
+    optimizer = make_optimizer(name, 0.01, weight_decay=1e-4, clip_norm=1.0)
+    assert type(optimizer) is kind and optimizer.global_clipnorm == 1.0
+    assert optimizer.weight_decay == pytest.approx(1e-4)
+    if kind is keras.optimizers.SGD:
+        assert optimizer.nesterov == (name == "nesterov") and optimizer.momentum == 0.9
+
+
+def test_losses():
+    y, easy = np.array([[1.0, 0.0]]), np.array([[0.9, 0.1]])
+    ce, focal = make_loss("crossentropy", False), make_loss("focal", False, gamma=2.0)
+    assert float(focal(y, easy)) < 0.1 * float(ce(y, easy))  # easy examples count far less
+    perfect = np.array([[1.0, 0.0]]) * (1 - 1e-7) + 1e-7
+    assert float(make_loss("crossentropy", False, 0.2)(y, perfect)) > 0.5
+    assert isinstance(make_loss("focal", True), keras.losses.BinaryFocalCrossentropy)
+    with pytest.raises(ValueError, match="LOSS"):
+        make_loss("hinge", False)
+
+
+def test_l2_adds_kernel_penalties():
+    assert not build_model("resnet", (16, 32, 1), 2, filters=[4]).losses
+    assert len(build_model("resnet", (16, 32, 1), 2, filters=[4], l2=1e-4).losses) > 3
+
+
+def test_class_balance_by_weights_and_by_sampling(tmp_path):
+    writer = StoreWriter(tmp_path / "s", {"spec": {"height": 4, "width": 4}})
+    rows = [{"recording": "all", "label": "a" if i < 90 else "b", "split": "train",
+             "start": 0.0, "s2n": 0.1, "noise": False} for i in range(100)]
+    writer.add("all", np.zeros((100, 4, 4), np.uint8), rows)
+    store = writer.close()
+    classes = (np.arange(100) >= 90).astype(int)
+    targets = np.eye(2, dtype=np.float32)[classes]
+    args = (store, store.index["shard"], store.index["row"], targets, 100)
+    x, y, w = ChunkBatches(*args, balance="weights", classes=classes)[0]
+    assert w[classes == 1][0] == pytest.approx(9 * w[classes == 0][0])
+    sampled = ChunkBatches(*args, shuffle=True, seed=0, balance="sampling", classes=classes)
+    drawn = [classes[sampled.order].mean() for _ in range(20) if sampled.on_epoch_end() is None]
+    assert 0.4 < np.mean(drawn) < 0.6  # the rare class now fills about half of each epoch
+
+
+@pytest.mark.parametrize("options", [
+    ["OPTIMIZER=nesterov", "LR_SCHEDULE=step-1", "LOSS=focal", "CLASS_BALANCE=weights",
+     "L2_WEIGHT=0.0001", "GRADIENT_CLIP=1.0", "LABEL_SMOOTHING=0.1"],
+    ["OPTIMIZER=adam", "LR_SCHEDULE=root", "MULTI_LABEL=True", "CLASS_BALANCE=sampling",
+     "AUGMENTATION={'mixup': 0.4, 'crop': 0.1, 'noise': 0.5}", "WARMUP_EPOCHS=0.5"],
+])
+def test_training_runs_with_other_options(tmp_path, tiny_raw, options):
+    s = make_settings(tmp_path, *TINY, f"RAW_DATA={tiny_raw}", "EPOCHS=2", *options)
+    steps.sort_step(s)
+    steps.spec_step(s)
+    result = steps.train_step(s)
+    assert result["epochs"] == 2 and np.isfinite(result["best_value"])
+    assert steps.test_step(s)["scored"] == 3
