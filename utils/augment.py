@@ -47,8 +47,7 @@ class Augmenter:
         if not 0 <= self.probability <= 1 or self.max_count < 1:
             raise ValueError("AUGMENTATION_PROBABILITY must be in [0, 1] and AUGMENTATION_COUNT >= 1")
         self.names = sorted(self.strengths)
-        self._rng = np.random.default_rng(self.seed)
-        self._seed = keras.random.SeedGenerator(self.seed)
+        self._own_rng = self._rng = np.random.default_rng(self.seed)
 
     def choose(self, batch: int) -> np.ndarray:
         """(batch, n_augmentations) booleans: which augmentations each sample gets."""
@@ -59,10 +58,14 @@ class Augmenter:
             chosen[row, self._rng.choice(len(self.names), size=count, replace=False)] = True
         return chosen
 
-    def __call__(self, images: np.ndarray, targets: np.ndarray, noise: np.ndarray | None = None):
+    def __call__(self, images: np.ndarray, targets: np.ndarray, noise: np.ndarray | None = None,
+                 rng: np.random.Generator | None = None):
+        """``rng`` makes the batch's randomness come from the caller (per-batch seeds make
+        training reproducible and resumable); without it the augmenter's own stream is used."""
         if not self.names or len(images) == 0:
             return images, targets
-        chosen = self.choose(len(images))
+        self._rng = rng if rng is not None else self._own_rng
+        chosen = self.choose(len(images))  # uses self._rng, set above
         x = ops.convert_to_tensor(images, dtype="float32")
         y = ops.convert_to_tensor(targets, dtype="float32")
         for column, name in enumerate(self.names):
@@ -79,8 +82,12 @@ class Augmenter:
 
     # --------------------------------------------------------------- the augmentations
 
+    def _key(self) -> int:
+        """An integer seed for one keras.random call, drawn from the batch's generator."""
+        return int(self._rng.integers(0, 2**31 - 1))
+
     def _uniform(self, shape, low=0.0, high=1.0):
-        return keras.random.uniform(shape, low, high, seed=self._seed)
+        return keras.random.uniform(shape, low, high, seed=self._key())
 
     def _roll(self, x, share, axis):
         size = x.shape[axis]
@@ -105,7 +112,7 @@ class Augmenter:
 
     def _mixup(self, x, y, mask, alpha):
         order = self._rng.permutation(len(x))
-        lam = keras.random.beta((len(x),), alpha, alpha, seed=self._seed)
+        lam = keras.random.beta((len(x),), alpha, alpha, seed=self._key())
         lam = ops.where(mask, ops.maximum(lam, 1.0 - lam), 1.0)  # the sample's own image dominates
         x2, y2 = ops.take(x, order, axis=0), ops.take(y, order, axis=0)
         x = lam[:, None, None, None] * x + (1.0 - lam[:, None, None, None]) * x2
@@ -127,7 +134,7 @@ class Augmenter:
         "roll_v": lambda self, x, s, n: self._roll(x, s, 1),
         "roll_h": lambda self, x, s, n: self._roll(x, s, 2),
         "noise": lambda self, x, s, n: self._noise(x, s, n),
-        "gaussian": lambda self, x, s, n: ops.clip(x + keras.random.normal(x.shape, stddev=s, seed=self._seed), 0, 1),
+        "gaussian": lambda self, x, s, n: ops.clip(x + keras.random.normal(x.shape, stddev=s, seed=self._key()), 0, 1),
         "time_mask": lambda self, x, s, n: self._band_mask(x, s, 2),
         "freq_mask": lambda self, x, s, n: self._band_mask(x, s, 1),
         "brightness": lambda self, x, s, n: ops.clip(x + self._uniform((len(x), 1, 1, 1), -s, s), 0, 1),

@@ -16,7 +16,7 @@ class ChunkBatches(keras.utils.PyDataset):
     def __init__(self, store: Store, shards: np.ndarray, rows: np.ndarray, targets: np.ndarray,
                  batch_size: int, shuffle: bool = False, seed: int = 0, augmenter=None,
                  noise: tuple[np.ndarray, np.ndarray] | None = None, balance: str = "none",
-                 classes: np.ndarray | None = None, **kwargs):
+                 classes: np.ndarray | None = None, epoch: int = 0, **kwargs):
         """``augmenter`` (utils.augment.Augmenter) changes training batches; ``noise`` is the
         (shards, rows) of the noise chunks it may mix in. ``balance`` with each chunk's class index
         in ``classes``: "weights" adds per-sample weights (sklearn's balanced class weights),
@@ -40,31 +40,44 @@ class ChunkBatches(keras.utils.PyDataset):
         self.store, self.shards, self.rows = store, np.asarray(shards), np.asarray(rows)
         self.targets = np.asarray(targets, np.float32)
         self.batch_size, self.shuffle = int(batch_size), shuffle
-        self._rng = np.random.default_rng(seed)
+        # Epochs advance when batch 0 is asked for right after the last batch, not on Keras'
+        # epoch callbacks: tf.data may prefetch the next epoch's first batches before those run,
+        # and Keras peeks at batch 0 before training. The first epoch is given (resume).
+        self.seed, self.epoch, self._last_index = seed, epoch, -1
         self.order = self._new_order() if shuffle else np.arange(len(rows))
 
     def _new_order(self) -> np.ndarray:
+        """This epoch's chunk order: a function of (seed, epoch) only, so a resumed run repeats it."""
+        rng = np.random.default_rng([self.seed, self.epoch])
         if self.balance == "sampling":
-            return self._rng.choice(len(self.rows), size=len(self.rows), p=self.draw_probability)
-        return self._rng.permutation(len(self.rows))
+            return rng.choice(len(self.rows), size=len(self.rows), p=self.draw_probability)
+        return rng.permutation(len(self.rows))
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.shuffle and epoch != self.epoch:
+            self.epoch = epoch
+            self.order = self._new_order()
 
     def __len__(self) -> int:
         return math.ceil(len(self.rows) / self.batch_size)
 
     def __getitem__(self, index: int):
+        if self.shuffle and index == 0 and self._last_index == len(self) - 1:
+            self.set_epoch(self.epoch + 1)
+        self._last_index = index
         chosen = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         images = self.store.images(self.shards[chosen], self.rows[chosen])[..., None]
         targets = self.targets[chosen]
         if self.augmenter is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index])  # batch-local randomness
             noise = None
             if self.noise is not None and "noise" in self.augmenter.strengths:
-                picks = self._rng.integers(0, len(self.noise[0]), min(len(chosen), len(self.noise[0])))
+                picks = rng.integers(0, len(self.noise[0]), min(len(chosen), len(self.noise[0])))
                 noise = self.store.images(self.noise[0][picks], self.noise[1][picks])[..., None]
-            images, targets = self.augmenter(images, targets, noise)
+            images, targets = self.augmenter(images, targets, noise, rng=rng)
         if self.balance == "weights":
             return images, targets, self.weights[chosen]
         return images, targets
 
     def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self.order = self._new_order()
+        """Nothing: the next epoch starts when its first batch is asked for (see __init__)."""

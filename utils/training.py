@@ -1,7 +1,10 @@
 """Step 3 logic: train a Keras model on store chunks, selecting on pooled validation recordings."""
 from __future__ import annotations
 
+import csv
+import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,17 +15,18 @@ import numpy as np
 
 from utils.augment import Augmenter
 from utils.batches import ChunkBatches
-from utils.metrics import mlrap, target_matrix, top_k_accuracy
+from utils.callbacks import (ModelSaver, RandomStateBackup, RecordingValidation,
+                             completed_epochs, truncate_log)
+from utils.fileio import atomic_write_json, read_json
+from utils.losses import make_loss
+from utils.metrics import target_matrix
 from utils.model_io import save_model
 from utils.models import build_model
-from utils.losses import make_loss
-from utils.pooling import pool_groups
 from utils.schedules import EpochSchedule, check_schedule, make_optimizer
 from utils.store import Store
 
 log = logging.getLogger("bioacoustics")
 
-HIGHER_IS_BETTER = {"val_rec_mlrap": True, "val_rec_top1": True, "val_loss": False, "loss": False}
 
 
 @dataclass(frozen=True)
@@ -99,61 +103,6 @@ def select_chunks(store: Store, split: str, classes: list[str], background: Mapp
                     chosen["recording"].to_numpy(), target_matrix(train_labels, classes), labels)
 
 
-class RecordingValidation(keras.callbacks.Callback):
-    """Each epoch: score the validation chunks, pool them per recording, log recording metrics.
-
-    The selection metric is then the one users care about (recording-level), not chunk accuracy.
-    """
-
-    def __init__(self, batches: ChunkBatches, chunks: ChunkSet, classes: list[str], pooling: str,
-                 multi_label: bool):
-        super().__init__()
-        self.batches, self.chunks, self.pooling = batches, chunks, pooling
-        self.loss_fn = (keras.losses.BinaryCrossentropy() if multi_label
-                        else keras.losses.CategoricalCrossentropy())
-        keys, first = np.unique(chunks.recordings, return_index=True)
-        self.rec_targets = target_matrix([chunks.labels[i] for i in first], classes)
-        self.rec_primary = np.asarray([classes.index(chunks.labels[i][0]) for i in first])
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        scores = self.model.predict(self.batches, verbose=0)
-        logs = logs if logs is not None else {}
-        logs["val_loss"] = float(keras.ops.convert_to_numpy(self.loss_fn(self.chunks.targets, scores)))
-        _, pooled = pool_groups(scores, self.chunks.recordings, self.pooling)
-        logs["val_rec_mlrap"] = mlrap(self.rec_targets, pooled)
-        logs["val_rec_top1"] = top_k_accuracy(self.rec_primary, pooled, k=1)
-        log.info("epoch %d: loss %.4f  val_loss %.4f  val_rec_mlrap %.4f  val_rec_top1 %.4f",
-                 epoch + 1, logs.get("loss", float("nan")), logs["val_loss"], logs["val_rec_mlrap"],
-                 logs["val_rec_top1"])
-
-
-class ModelSaver(keras.callbacks.Callback):
-    """best.keras whenever the monitored metric improves, and snapshots every N epochs."""
-
-    def __init__(self, run_dir: Path, meta: dict, monitor: str, snapshot_epochs: int):
-        super().__init__()
-        self.run_dir, self.meta, self.monitor = Path(run_dir), meta, monitor
-        self.snapshot_epochs = snapshot_epochs
-        self.higher = HIGHER_IS_BETTER[monitor]
-        self.best: float | None = None
-        self.best_epoch = 0
-
-    def _meta(self, epoch: int, logs: dict) -> dict:
-        metrics = {k: float(v) for k, v in logs.items() if np.isscalar(v)}
-        return {**self.meta, "epoch": epoch + 1, "metrics": metrics}
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        value = logs.get(self.monitor)
-        if value is not None and np.isfinite(value):
-            if self.best is None or (value > self.best if self.higher else value < self.best):
-                self.best, self.best_epoch = float(value), epoch + 1
-                save_model(self.model, self.run_dir / "best.keras", self._meta(epoch, logs))
-        if self.snapshot_epochs and (epoch + 1) % self.snapshot_epochs == 0:
-            save_model(self.model, self.run_dir / "snapshots" / f"epoch-{epoch + 1:03d}.keras",
-                       self._meta(epoch, logs))
-
-
 def train_model(store: Store, background: Mapping[str, list[str]], run_dir: str | Path,
                 options: TrainOptions, extra_meta: dict | None = None) -> dict:
     """Train on the store's train split, select on its val split; write models and logs to run_dir."""
@@ -176,6 +125,10 @@ def train_model(store: Store, background: Mapping[str, list[str]], run_dir: str 
     model = build_model(options.model, (spec["height"], spec["width"], 1), len(classes),
                         filters=list(options.filters), blocks_per_stage=options.blocks_per_stage,
                         dropout=options.dropout, multi_label=options.multi_label, l2=options.l2)
+    meta = {"classes": classes, "spec": spec, "multi_label": options.multi_label,
+            "pooling": options.pooling, "train_options": asdict(options), **(extra_meta or {})}
+    backup = run_dir / "backup"
+    resumed_at = prepare_resume(backup, run_dir / "train_log.csv", {**meta, "store": str(store.root)})
     augmenter = None
     if options.augmentation:
         augmenter = Augmenter(dict(options.augmentation), options.augmentation_probability,
@@ -185,7 +138,7 @@ def train_model(store: Store, background: Mapping[str, list[str]], run_dir: str 
     train_batches = ChunkBatches(store, train.shards, train.rows, train.targets, options.batch_size,
                                  shuffle=True, seed=options.seed, augmenter=augmenter,
                                  noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()),
-                                 balance=options.class_balance, classes=primary)
+                                 balance=options.class_balance, classes=primary, epoch=resumed_at)
     schedule = EpochSchedule(options.lr_schedule, options.learning_rate, options.learning_rate_end,
                              options.epochs, len(train_batches), options.warmup_epochs)
     model.compile(optimizer=make_optimizer(options.optimizer, schedule, options.weight_decay,
@@ -197,26 +150,55 @@ def train_model(store: Store, background: Mapping[str, list[str]], run_dir: str 
     monitor = options.select_metric if len(val) else "loss"
     if not len(val):
         log.warning("no validation chunks: best.keras is chosen by training loss")
-    meta = {"classes": classes, "spec": spec, "multi_label": options.multi_label,
-            "pooling": options.pooling, "train_options": asdict(options), **(extra_meta or {})}
-    callbacks: list[keras.callbacks.Callback] = []
+    # BackupAndRestore first: it restores weights, optimizer and epoch before the others start
+    callbacks: list[keras.callbacks.Callback] = [
+        RandomStateBackup(backup / "random_state.json", backup),
+        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True)]
     if len(val):
         val_batches = ChunkBatches(store, val.shards, val.rows, val.targets, options.batch_size * 4)
         callbacks.append(RecordingValidation(val_batches, val, classes, options.pooling,
                                              options.multi_label))
-    saver = ModelSaver(run_dir, meta, monitor, options.snapshot_epochs)
-    callbacks += [saver, keras.callbacks.CSVLogger(str(run_dir / "train_log.csv"))]
-    if options.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=monitor, mode="max" if HIGHER_IS_BETTER[monitor] else "min",
-            patience=options.early_stopping))
+    saver = ModelSaver(run_dir, meta, monitor, options.snapshot_epochs, options.early_stopping,
+                       state_file=backup / "selection.json")
+    callbacks += [saver, keras.callbacks.CSVLogger(str(run_dir / "train_log.csv"), append=True)]
 
     started = time.time()
-    history = model.fit(train_batches, epochs=options.epochs, callbacks=callbacks, verbose=2)
+    # shuffle=False: ChunkBatches orders chunks itself, from (seed, epoch); Keras' own shuffling
+    # of batch indices would draw from a generator that a resumed run cannot restore
+    model.fit(train_batches, epochs=options.epochs, callbacks=callbacks, verbose=2, shuffle=False)
     seconds = time.time() - started
-    epochs_run = len(history.history.get("loss", []))
+    epochs_run = len(read_log(run_dir / "train_log.csv"))
     save_model(model, run_dir / "last.keras", {**meta, "epoch": epochs_run})
     return {"classes": len(classes), "train_chunks": len(train), "val_chunks": len(val),
             "epochs": epochs_run, "best_epoch": saver.best_epoch, "monitor": monitor,
             "best_value": saver.best, "train_seconds": round(seconds, 1),
-            "params": int(model.count_params())}
+            "resumed_at_epoch": resumed_at, "params": int(model.count_params())}
+
+
+def prepare_resume(backup: Path, csv_log: Path, run_identity: dict) -> int:
+    """Resume an interrupted run of the same settings, or start afresh; return the epoch resumed at.
+
+    A run folder whose backup was written with other settings is an error rather than a silent
+    mix of two experiments.
+    """
+    identity = json.loads(json.dumps(run_identity, sort_keys=True, default=str))
+    marker = backup / "run.json"
+    if marker.exists():
+        if read_json(marker) != identity:
+            raise ValueError(f"{backup.parent} holds an interrupted run with other settings; use "
+                             f"another RUN_NAME, or delete {backup} to start this one afresh")
+        epoch = completed_epochs(backup)
+        truncate_log(csv_log, epoch)
+        log.info("resuming the interrupted run after epoch %d", epoch)
+        return epoch
+    if backup.exists():
+        shutil.rmtree(backup)
+    backup.mkdir(parents=True)
+    csv_log.unlink(missing_ok=True)
+    atomic_write_json(marker, identity)
+    return 0
+
+
+def read_log(csv_path: Path) -> list[dict]:
+    with open(csv_path, newline="") as fh:
+        return list(csv.DictReader(fh))
