@@ -86,6 +86,7 @@ CLASS_BALANCE: Literal["none", "weights", "sampling"] = "none"  # for uneven cla
 SNAPSHOT_EPOCHS = 5                          # save a snapshot every N epochs; 0 = never
 SELECT_METRIC: Literal["val_rec_mlrap", "val_rec_top1", "val_loss"] = "val_rec_mlrap"  # picks best.keras
 EARLY_STOPPING = 10                          # epochs without improvement before stopping; 0 = never
+TENSORBOARD = False                          # also write TensorBoard logs (TensorFlow backend only)
 
 # ----------------------------------------------------------------------------- testing (step 4)
 TEST_SPLIT: Literal["val", "test", "train"] = "val"  # dataset split that test.py scores

@@ -43,7 +43,10 @@ def test_steps_one_to_five_on_synthetic_calls(tmp_path, tiny_raw):
     assert meta["classes"] == sorted(store.index["label"].unique())
     assert meta["spec"] == store.settings["spec"]
     assert (run / "snapshots" / "epoch-002.keras").exists() and (run / "last.keras").exists()
-    assert len(pd.read_csv(run / "train_log.csv")) == trained["epochs"] == 30
+    train_log = pd.read_csv(run / "train_log.csv")
+    assert len(train_log) == trained["epochs"] == 30
+    assert train_log["learning_rate"].iloc[-1] < train_log["learning_rate"].iloc[1]  # cosine decay
+    assert (run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((run / "config.json").read_text())["settings"]["EPOCHS"] == 30
 
     # the model's own spectrogram settings are used even when the config now says otherwise

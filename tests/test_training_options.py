@@ -86,7 +86,7 @@ def test_class_balance_by_weights_and_by_sampling(tmp_path):
 
 @pytest.mark.parametrize("options", [
     ["OPTIMIZER=nesterov", "LR_SCHEDULE=step-1", "LOSS=focal", "CLASS_BALANCE=weights",
-     "L2_WEIGHT=0.0001", "GRADIENT_CLIP=1.0", "LABEL_SMOOTHING=0.1"],
+     "L2_WEIGHT=0.0001", "GRADIENT_CLIP=1.0", "LABEL_SMOOTHING=0.1", "TENSORBOARD=True"],
     ["OPTIMIZER=adam", "LR_SCHEDULE=root", "MULTI_LABEL=True", "CLASS_BALANCE=sampling",
      "AUGMENTATION={'mixup': 0.4, 'crop': 0.1, 'noise': 0.5}", "WARMUP_EPOCHS=0.5"],
 ])
@@ -96,4 +96,7 @@ def test_training_runs_with_other_options(tmp_path, tiny_raw, options):
     steps.spec_step(s)
     result = steps.train_step(s)
     assert result["epochs"] == 2 and np.isfinite(result["best_value"])
+    board = tmp_path / "runs" / "default" / "tensorboard"
+    if "TENSORBOARD=True" in options and keras.backend.backend() == "tensorflow":
+        assert any(board.rglob("events.out.tfevents.*"))
     assert steps.test_step(s)["scored"] == 3

@@ -133,3 +133,25 @@ class RandomStateBackup(keras.callbacks.Callback):
         states[str(epoch + 1)] = [keras.ops.convert_to_numpy(v).tolist() for v in self._generators()]
         keep = sorted(states, key=int)[-2:]
         atomic_write_json(self.state_file, {k: states[k] for k in keep})
+
+
+class LearningRateLog(keras.callbacks.Callback):
+    """Put the epoch's last learning rate into the logs (and so into train_log.csv)."""
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if logs is not None:
+            rate = self.model.optimizer.learning_rate
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+
+
+class CurvesPlot(keras.callbacks.Callback):
+    """Redraw training_curves.png after every epoch, so even an interrupted run has one."""
+
+    def __init__(self, csv_log: Path, png: Path, title: str = ""):
+        super().__init__()
+        self.csv_log, self.png, self.title = Path(csv_log), Path(png), title
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        from utils.plots import plot_training_curves
+
+        plot_training_curves(self.csv_log, self.png, self.title)

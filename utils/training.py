@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
 import shutil
@@ -15,8 +16,8 @@ import numpy as np
 
 from utils.augment import Augmenter
 from utils.batches import ChunkBatches
-from utils.callbacks import (ModelSaver, RandomStateBackup, RecordingValidation,
-                             completed_epochs, truncate_log)
+from utils.callbacks import (CurvesPlot, LearningRateLog, ModelSaver, RandomStateBackup,
+                             RecordingValidation, completed_epochs, truncate_log)
 from utils.fileio import atomic_write_json, read_json
 from utils.losses import make_loss
 from utils.metrics import target_matrix
@@ -58,6 +59,7 @@ class TrainOptions:
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
     class_balance: str = "none"
+    tensorboard: bool = False
 
     @classmethod
     def from_settings(cls, s: Mapping[str, Any]) -> "TrainOptions":
@@ -74,7 +76,7 @@ class TrainOptions:
                    learning_rate_end=s["LEARNING_RATE_END"], warmup_epochs=s["WARMUP_EPOCHS"],
                    gradient_clip=s["GRADIENT_CLIP"], l2=s["L2_WEIGHT"], loss=s["LOSS"],
                    label_smoothing=s["LABEL_SMOOTHING"], focal_gamma=s["FOCAL_GAMMA"],
-                   class_balance=s["CLASS_BALANCE"])
+                   class_balance=s["CLASS_BALANCE"], tensorboard=s["TENSORBOARD"])
 
 
 @dataclass
@@ -160,7 +162,16 @@ def train_model(store: Store, background: Mapping[str, list[str]], run_dir: str 
                                              options.multi_label))
     saver = ModelSaver(run_dir, meta, monitor, options.snapshot_epochs, options.early_stopping,
                        state_file=backup / "selection.json")
-    callbacks += [saver, keras.callbacks.CSVLogger(str(run_dir / "train_log.csv"), append=True)]
+    callbacks += [LearningRateLog(), saver,
+                  keras.callbacks.CSVLogger(str(run_dir / "train_log.csv"), append=True),
+                  CurvesPlot(run_dir / "train_log.csv", run_dir / "training_curves.png",
+                             title=str(meta.get("run", run_dir.name)))]
+    if options.tensorboard:
+        if keras.backend.backend() == "tensorflow" and importlib.util.find_spec("tensorboard"):
+            callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+        else:
+            log.warning("TENSORBOARD needs the TensorFlow backend and the tensorboard package "
+                        "(pip install tensorboard); no TensorBoard logs this run")
 
     started = time.time()
     # shuffle=False: ChunkBatches orders chunks itself, from (seed, epoch); Keras' own shuffling
