@@ -60,10 +60,16 @@ AUGMENTATION_PROBABILITY = 0.5               # chance that a training sample is 
 AUGMENTATION_COUNT = 2                       # most augmentations one sample gets (drawn at random)
 
 # ----------------------------------------------------------------------------- model
-MODEL: Literal["resnet"] = "resnet"          # architecture family
-FILTERS = [16, 32, 64, 128]                  # filters per residual stage (one stage per entry)
-BLOCKS_PER_STAGE = 1                         # residual blocks in each stage
-DROPOUT = 0.5                                # dropout before the classifier
+MODEL: Literal["baseline", "resnet", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
+               "efficientnet_b3"] = "resnet"  # family; efficientnet_* use FILTERS etc. not at all
+FILTERS = [16, 32, 64, 128]                  # filters per stage (one stage per entry), times WIDTH
+KERNEL_SIZES = [3]                           # kernel size per stage; the last one repeats
+BLOCKS_PER_STAGE = 1                         # blocks in each stage (wide-ResNet N)
+WIDTH = 1                                    # filter multiplier (wide-ResNet K)
+DOWNSAMPLING: Literal["pool", "stride"] = "pool"  # halve resolution by max pooling or strided convs
+DROPOUT = 0.5                                # dropout rate in the head
+DROPOUT_TYPE: Literal["random", "channel", "location"] = "random"  # units, feature maps, positions
+HEAD: Literal["pool", "attention"] = "pool"  # attention: SED head with per-frame scores
 MULTI_LABEL = False                          # sigmoid head trained on primary + background labels
 
 # ----------------------------------------------------------------------------- training (step 3)

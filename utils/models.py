@@ -1,60 +1,226 @@
-"""Keras 3 models (keras and keras.ops only, so every backend runs them)."""
+"""Keras 3 models (keras and keras.ops only, so every backend runs them).
+
+Families: "baseline" (the 2018 baseline's plain CNN: conv groups with batch norm and max pooling
+or strided convolutions), "resnet" (a pre-activation wide ResNet: FILTERS times WIDTH per stage,
+BLOCKS_PER_STAGE blocks), and "efficientnet_b0".."efficientnet_b3" (keras.applications, random
+weights: nothing is downloaded). Heads: "pool" (global average pooling, one score per class) or
+"attention" (sound event detection: per-frame scores and attention over time, pooled to clip
+scores; the frame scores stay reachable through :func:`frame_score_model`).
+"""
 from __future__ import annotations
 
-import keras
-from keras import layers
+from dataclasses import dataclass
 
-MODELS = ("resnet",)
+import keras
+from keras import layers, ops
+
+MODELS = ("baseline", "resnet", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
+          "efficientnet_b3")
+HEADS = ("pool", "attention")
+DROPOUT_TYPES = ("random", "channel", "location")
 # Faster-moving statistics than Keras' 0.99: bioacoustic training sets are often small, and with
 # few steps per epoch 0.99 leaves inference-mode statistics far from the data for many epochs.
 BN_MOMENTUM = 0.9
+FRAME_SCORES = "frame_scores"
 
 
-def _residual_block(x, filters: int, stride: int, name: str, l2=None):
+@dataclass(frozen=True)
+class ModelOptions:
+    filters: tuple[int, ...] = (16, 32, 64, 128)
+    kernel_sizes: tuple[int, ...] = (3,)      # per stage; the last one repeats
+    blocks_per_stage: int = 1
+    width: int = 1                            # wide-ResNet multiplier K
+    downsampling: str = "pool"                # "pool" (max pooling) or "stride" (strided convs)
+    dropout: float = 0.5
+    dropout_type: str = "random"
+    head: str = "pool"
+    multi_label: bool = False
+    l2: float = 0.0
+
+
+def _dropout(rate: float, kind: str, name: str):
+    if kind == "channel":  # whole feature maps
+        return layers.SpatialDropout2D(rate, name=name)
+    if kind == "location":  # the same pixels in every channel
+        return _LocationDropout(rate, name=name)
+    return layers.Dropout(rate, name=name)
+
+
+@keras.saving.register_keras_serializable(package="bioacoustics")
+class _LocationDropout(layers.Layer):
+    """Drop the same time-frequency positions across all channels."""
+
+    def __init__(self, rate: float, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.seed_generator = keras.random.SeedGenerator()
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0:
+            return x
+        shape = (ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2], 1)
+        keep = keras.random.uniform(shape, seed=self.seed_generator) >= self.rate
+        return x * ops.cast(keep, x.dtype) / (1.0 - self.rate)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate}
+
+
+@keras.saving.register_keras_serializable(package="bioacoustics")
+class MeanOverFrequency(layers.Layer):
+    """(batch, freq, time, channels) -> (batch, time, channels)."""
+
+    def call(self, x):
+        return ops.mean(x, axis=1)
+
+
+@keras.saving.register_keras_serializable(package="bioacoustics")
+class AttentionPool(layers.Layer):
+    """Clip scores: frame scores weighted by attention over time."""
+
+    def call(self, inputs):
+        scores, attention = inputs
+        return ops.sum(scores * attention, axis=1)
+
+
+@keras.saving.register_keras_serializable(package="bioacoustics")
+class SumToOne(layers.Layer):
+    """Rescale non-negative scores to a distribution (for categorical cross-entropy)."""
+
+    def call(self, x):
+        return x / (ops.sum(x, axis=-1, keepdims=True) + 1e-7)
+
+
+def _kernel(options: ModelOptions, stage: int) -> int:
+    return options.kernel_sizes[min(stage, len(options.kernel_sizes) - 1)]
+
+
+def _conv(filters, kernel, stride, l2, name):
+    return layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+                         kernel_regularizer=l2, name=name)
+
+
+def _bn_relu(x, name):
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def _residual_block(x, filters: int, kernel: int, stride: int, name: str, l2=None):
     """Pre-activation residual block: BN-ReLU-Conv-BN-ReLU-Conv plus a (projected) shortcut."""
     shortcut = x
-    y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(x)
-    y = layers.Activation("relu", name=f"{name}_relu1")(y)
+    y = _bn_relu(x, f"{name}_1")
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, kernel_regularizer=l2,
-                                 name=f"{name}_proj")(y)
-    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, kernel_regularizer=l2,
-                      name=f"{name}_conv1")(y)
-    y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(y)
-    y = layers.Activation("relu", name=f"{name}_relu2")(y)
-    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=l2,
-                      name=f"{name}_conv2")(y)
+        shortcut = _conv(filters, 1, stride, l2, f"{name}_proj")(y)
+    y = _conv(filters, kernel, stride, l2, f"{name}_conv1")(y)
+    y = _bn_relu(y, f"{name}_2")
+    y = _conv(filters, kernel, 1, l2, f"{name}_conv2")(y)
     return layers.Add(name=f"{name}_add")([shortcut, y])
 
 
-def build_resnet(input_shape: tuple[int, int, int], n_classes: int, filters: list[int],
-                 blocks_per_stage: int = 1, dropout: float = 0.5, multi_label: bool = False,
-                 l2: float = 0.0, name: str = "resnet") -> keras.Model:
-    """A small ResNet for spectrogram chunks: strided stem, residual stages, global pooling.
-    ``l2`` adds an L2 penalty on every kernel (the baseline's L2_WEIGHT)."""
-    if not filters:
-        raise ValueError("FILTERS needs at least one stage")
-    l2 = keras.regularizers.L2(l2) if l2 > 0 else None
-    inputs = keras.Input(shape=input_shape, name="spectrogram")
-    x = layers.Conv2D(filters[0], 5, strides=2, padding="same", use_bias=False, kernel_regularizer=l2,
-                      name="stem_conv")(inputs)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
-    x = layers.Activation("relu", name="stem_relu")(x)
+def resnet_body(x, options: ModelOptions, l2):
+    """Strided stem, then residual stages that halve the resolution (pooling or strides)."""
+    x = _conv(options.filters[0] * options.width, 5, 2, l2, "stem_conv")(x)
+    x = _bn_relu(x, "stem")
     x = layers.MaxPooling2D(2, name="stem_pool")(x)
-    for stage, width in enumerate(filters):
-        for block in range(blocks_per_stage):
-            stride = 2 if stage > 0 and block == 0 else 1
-            x = _residual_block(x, width, stride, name=f"stage{stage + 1}_block{block + 1}", l2=l2)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="head_bn")(x)
-    x = layers.Activation("relu", name="head_relu")(x)
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(n_classes, activation="sigmoid" if multi_label else "softmax",
-                           kernel_regularizer=l2, name="scores")(x)
-    return keras.Model(inputs, outputs, name=name)
+    for stage, base in enumerate(options.filters):
+        width = base * options.width
+        for block in range(options.blocks_per_stage):
+            first = stage > 0 and block == 0
+            stride = 2 if first and options.downsampling == "stride" else 1
+            if first and options.downsampling == "pool":
+                x = layers.MaxPooling2D(2, name=f"stage{stage + 1}_pool")(x)
+            x = _residual_block(x, width, _kernel(options, stage), stride,
+                                f"stage{stage + 1}_block{block + 1}", l2)
+    return _bn_relu(x, "body_out")
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int, **options) -> keras.Model:
+def baseline_body(x, options: ModelOptions, l2):
+    """The 2018 baseline's plain CNN: per group Conv-BN-ReLU, then max pooling or a strided conv."""
+    for group, base in enumerate(options.filters):
+        for block in range(options.blocks_per_stage):
+            x = _conv(base * options.width, _kernel(options, group), 1, l2,
+                      f"group{group + 1}_conv{block + 1}")(x)
+            x = _bn_relu(x, f"group{group + 1}_{block + 1}")
+        if options.downsampling == "pool":
+            x = layers.MaxPooling2D(2, name=f"group{group + 1}_pool")(x)
+        else:
+            x = _conv(base * options.width, 3, 2, l2, f"group{group + 1}_down")(x)
+            x = _bn_relu(x, f"group{group + 1}_down")
+    return x
+
+
+def efficientnet_body(x, variant: str):
+    """keras.applications EfficientNet with random weights (weights=None: nothing downloaded);
+    the grey spectrogram is repeated to the three channels the architecture expects, and scaled
+    to 0-255 because the network starts by dividing by 255."""
+    builders = {"efficientnet_b0": keras.applications.EfficientNetB0,
+                "efficientnet_b1": keras.applications.EfficientNetB1,
+                "efficientnet_b2": keras.applications.EfficientNetB2,
+                "efficientnet_b3": keras.applications.EfficientNetB3}
+    grey = layers.Rescaling(255.0, name="to_0_255")(x)
+    rgb = layers.Concatenate(name="grey_to_rgb")([grey, grey, grey])
+    net = builders[variant](include_top=False, weights=None, input_shape=tuple(rgb.shape[1:]))
+    return net(rgb)
+
+
+def pool_head(x, n_classes: int, options: ModelOptions, l2):
+    if options.dropout_type == "random":
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+        x = layers.Dropout(options.dropout, name="dropout")(x)
+    else:  # channel or location dropout act on the feature maps, before pooling
+        x = _dropout(options.dropout, options.dropout_type, "dropout")(x)
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return layers.Dense(n_classes, activation="sigmoid" if options.multi_label else "softmax",
+                        kernel_regularizer=l2, name="scores")(x)
+
+
+def attention_head(x, n_classes: int, options: ModelOptions, l2):
+    """Sound event detection head (as in PANNs and BirdCLEF winners): average over frequency,
+    per-frame class scores, and per-frame attention that pools them into clip scores."""
+    frames = MeanOverFrequency(name="mean_over_frequency")(x)
+    frames = layers.Dropout(options.dropout, name="dropout")(frames)
+    frames = layers.Dense(frames.shape[-1], activation="relu", kernel_regularizer=l2,
+                          name="frame_features")(frames)
+    scores = layers.Dense(n_classes, activation="sigmoid", kernel_regularizer=l2,
+                          name=FRAME_SCORES)(frames)                      # (batch, time, classes)
+    attention = layers.Dense(n_classes, kernel_regularizer=l2, name="attention_logits")(frames)
+    attention = layers.Softmax(axis=1, name="attention")(attention)       # over time
+    clip = AttentionPool(name="attention_pool")([scores, attention])
+    if options.multi_label:
+        return layers.Activation("linear", name="scores")(clip)
+    # single-label training uses categorical cross-entropy: rescale to a distribution
+    return SumToOne(name="scores")(clip)
+
+
+def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
+                options: ModelOptions | None = None, **overrides) -> keras.Model:
+    """A model for (height, width, 1) spectrogram chunks with ``n_classes`` scores per chunk."""
+    options = options or ModelOptions()
+    if overrides:
+        options = ModelOptions(**{**options.__dict__, **{k: (tuple(v) if isinstance(v, list) else v)
+                                                         for k, v in overrides.items()}})
+    if name not in MODELS:
+        raise ValueError(f"unknown MODEL {name!r}; choose from {MODELS}")
+    if options.head not in HEADS or options.dropout_type not in DROPOUT_TYPES:
+        raise ValueError(f"HEAD must be one of {HEADS} and DROPOUT_TYPE one of {DROPOUT_TYPES}")
+    if not options.filters or options.downsampling not in ("pool", "stride"):
+        raise ValueError("FILTERS needs at least one stage; DOWNSAMPLING is pool or stride")
+    l2 = keras.regularizers.L2(options.l2) if options.l2 > 0 else None
+    inputs = keras.Input(shape=input_shape, name="spectrogram")
     if name == "resnet":
-        return build_resnet(input_shape, n_classes, **options)
-    raise ValueError(f"unknown MODEL {name!r}; choose from {MODELS}")
+        x = resnet_body(inputs, options, l2)
+    elif name == "baseline":
+        x = baseline_body(inputs, options, l2)
+    else:
+        x = efficientnet_body(inputs, name)
+    head = attention_head if options.head == "attention" else pool_head
+    return keras.Model(inputs, head(x, n_classes, options, l2), name=name)
+
+
+def frame_score_model(model: keras.Model) -> keras.Model:
+    """Per-frame class scores (batch, frames, classes) of a model with the attention head."""
+    try:
+        layer = model.get_layer(FRAME_SCORES)
+    except ValueError:
+        raise ValueError("this model has no frame scores (HEAD = 'attention' adds them)") from None
+    return keras.Model(model.inputs, layer.output)

@@ -22,7 +22,7 @@ from utils.fileio import atomic_write_json, read_json
 from utils.losses import make_loss
 from utils.metrics import target_matrix
 from utils.model_io import save_model
-from utils.models import build_model
+from utils.models import ModelOptions, build_model
 from utils.schedules import EpochSchedule, check_schedule, make_optimizer
 from utils.store import Store
 
@@ -60,6 +60,11 @@ class TrainOptions:
     focal_gamma: float = 2.0
     class_balance: str = "none"
     tensorboard: bool = False
+    kernel_sizes: tuple[int, ...] = (3,)
+    width: int = 1
+    downsampling: str = "pool"
+    dropout_type: str = "random"
+    head: str = "pool"
 
     @classmethod
     def from_settings(cls, s: Mapping[str, Any]) -> "TrainOptions":
@@ -76,7 +81,9 @@ class TrainOptions:
                    learning_rate_end=s["LEARNING_RATE_END"], warmup_epochs=s["WARMUP_EPOCHS"],
                    gradient_clip=s["GRADIENT_CLIP"], l2=s["L2_WEIGHT"], loss=s["LOSS"],
                    label_smoothing=s["LABEL_SMOOTHING"], focal_gamma=s["FOCAL_GAMMA"],
-                   class_balance=s["CLASS_BALANCE"], tensorboard=s["TENSORBOARD"])
+                   class_balance=s["CLASS_BALANCE"], tensorboard=s["TENSORBOARD"],
+                   kernel_sizes=tuple(s["KERNEL_SIZES"]), width=s["WIDTH"],
+                   downsampling=s["DOWNSAMPLING"], dropout_type=s["DROPOUT_TYPE"], head=s["HEAD"])
 
 
 @dataclass
@@ -124,9 +131,12 @@ def train_model(store: Store, background: Mapping[str, list[str]], run_dir: str 
              "%d classes", len(train), len(set(train.recordings)), len(val), len(set(val.recordings)),
              len(classes))
 
-    model = build_model(options.model, (spec["height"], spec["width"], 1), len(classes),
-                        filters=list(options.filters), blocks_per_stage=options.blocks_per_stage,
-                        dropout=options.dropout, multi_label=options.multi_label, l2=options.l2)
+    model = build_model(options.model, (spec["height"], spec["width"], 1), len(classes), ModelOptions(
+        filters=options.filters, kernel_sizes=options.kernel_sizes,
+        blocks_per_stage=options.blocks_per_stage, width=options.width,
+        downsampling=options.downsampling, dropout=options.dropout,
+        dropout_type=options.dropout_type, head=options.head, multi_label=options.multi_label,
+        l2=options.l2))
     meta = {"classes": classes, "spec": spec, "multi_label": options.multi_label,
             "pooling": options.pooling, "train_options": asdict(options), **(extra_meta or {})}
     backup = run_dir / "backup"

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from utils.model_io import load_model, save_model
+from utils.models import build_model, frame_score_model
+
+pytestmark = pytest.mark.backend  # also run on JAX by `make test`
+
+SHAPE = (32, 64, 1)
+
+
+@pytest.mark.parametrize("name, options", [
+    ("baseline", {"filters": [8, 16, 16]}),
+    ("baseline", {"filters": [8, 16], "downsampling": "stride", "dropout_type": "channel"}),
+    ("resnet", {"filters": [8, 16], "width": 2, "blocks_per_stage": 2, "kernel_sizes": [5, 3]}),
+    ("resnet", {"filters": [8, 16], "downsampling": "stride", "dropout_type": "location"}),
+    ("resnet", {"filters": [8, 16], "head": "attention"}),
+    ("resnet", {"filters": [8, 16], "head": "attention", "multi_label": True}),
+    ("efficientnet_b0", {}),
+])
+def test_every_family_builds_predicts_and_reloads(tmp_path, name, options):
+    model = build_model(name, SHAPE, 3, **options)
+    x = np.random.default_rng(0).random((2, *SHAPE)).astype("float32")
+    scores = np.asarray(model.predict_on_batch(x))
+    assert scores.shape == (2, 3) and np.isfinite(scores).all() and (scores >= 0).all()
+    if not options.get("multi_label"):
+        assert np.allclose(scores.sum(axis=1), 1, atol=1e-5)
+    save_model(model, tmp_path / "m.keras", {"classes": ["a", "b", "c"]})
+    loaded, _ = load_model(tmp_path / "m.keras")  # safe mode: custom layers are registered
+    assert np.allclose(np.asarray(loaded.predict_on_batch(x)), scores, atol=1e-5)
+
+
+def test_width_and_blocks_grow_the_resnet():
+    small = build_model("resnet", SHAPE, 3, filters=[8, 16]).count_params()
+    wide = build_model("resnet", SHAPE, 3, filters=[8, 16], width=2).count_params()
+    deep = build_model("resnet", SHAPE, 3, filters=[8, 16], blocks_per_stage=2).count_params()
+    assert wide > 3 * small and deep > 1.5 * small
+
+
+def test_attention_head_exposes_frame_scores():
+    model = build_model("resnet", SHAPE, 3, filters=[8, 16], head="attention")
+    frames = np.asarray(frame_score_model(model).predict_on_batch(np.zeros((1, *SHAPE), "float32")))
+    assert frames.shape[0] == 1 and frames.shape[2] == 3 and frames.shape[1] > 1
+    with pytest.raises(ValueError, match="no frame scores"):
+        frame_score_model(build_model("resnet", SHAPE, 3, filters=[8]))
+
+
+@pytest.mark.parametrize("bad", [{"head": "gru"}, {"dropout_type": "gaussian"}, {"downsampling": "avg"}])
+def test_bad_model_options_are_refused(bad):
+    with pytest.raises(ValueError):
+        build_model("resnet", SHAPE, 3, filters=[8], **bad)
+    with pytest.raises(ValueError, match="unknown MODEL"):
+        build_model("vgg", SHAPE, 3)
