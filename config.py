@@ -93,6 +93,12 @@ SNAPSHOT_EPOCHS = 5                          # save a snapshot every N epochs; 0
 SELECT_METRIC: Literal["val_rec_mlrap", "val_rec_top1", "val_loss"] = "val_rec_mlrap"  # picks best.keras
 EARLY_STOPPING = 10                          # epochs without improvement before stopping; 0 = never
 TENSORBOARD = False                          # also write TensorBoard logs (TensorFlow backend only)
+TEACHER: list[str] = []                      # distillation: saved models whose mean scores become targets
+TEACHER_WEIGHT = 1.0                         # target = (1 - w) * labels + w * teachers; 1 = teachers only
+TEACHER_TEMPERATURE = 1.0                    # > 1 softens softmax teachers (like dividing logits by T)
+PRETRAINED = ""                              # start from this model's weights (same MODEL; new head)
+PRETRAINED_LAYERS = 0                        # copy only the first N layers; 0 = all but the head
+FREEZE_PRETRAINED = False                    # keep the copied layers fixed while training
 
 # ----------------------------------------------------------------------------- testing (step 4)
 TEST_SPLIT: Literal["val", "test", "train"] = "val"  # dataset split that test.py scores

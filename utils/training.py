@@ -25,6 +25,7 @@ from utils.model_io import save_model
 from utils.models import ModelOptions, build_model
 from utils.schedules import EpochSchedule, check_schedule, make_optimizer
 from utils.store import Store
+from utils.transfer import blend_targets, start_from, teacher_scores
 
 log = logging.getLogger("bioacoustics")
 
@@ -65,6 +66,12 @@ class TrainOptions:
     downsampling: str = "pool"
     dropout_type: str = "random"
     head: str = "pool"
+    teachers: tuple[str, ...] = ()
+    teacher_weight: float = 1.0
+    teacher_temperature: float = 1.0
+    pretrained: str = ""
+    pretrained_layers: int = 0
+    freeze_pretrained: bool = False
 
     @classmethod
     def from_settings(cls, s: Mapping[str, Any]) -> "TrainOptions":
@@ -83,7 +90,10 @@ class TrainOptions:
                    label_smoothing=s["LABEL_SMOOTHING"], focal_gamma=s["FOCAL_GAMMA"],
                    class_balance=s["CLASS_BALANCE"], tensorboard=s["TENSORBOARD"],
                    kernel_sizes=tuple(s["KERNEL_SIZES"]), width=s["WIDTH"],
-                   downsampling=s["DOWNSAMPLING"], dropout_type=s["DROPOUT_TYPE"], head=s["HEAD"])
+                   downsampling=s["DOWNSAMPLING"], dropout_type=s["DROPOUT_TYPE"], head=s["HEAD"],
+                   teachers=tuple(s["TEACHER"]), teacher_weight=s["TEACHER_WEIGHT"],
+                   teacher_temperature=s["TEACHER_TEMPERATURE"], pretrained=s["PRETRAINED"],
+                   pretrained_layers=s["PRETRAINED_LAYERS"], freeze_pretrained=s["FREEZE_PRETRAINED"])
 
 
 @dataclass
@@ -137,6 +147,14 @@ def train_model(store: Store, background: Mapping[str, list[str]], run_dir: str 
         downsampling=options.downsampling, dropout=options.dropout,
         dropout_type=options.dropout_type, head=options.head, multi_label=options.multi_label,
         l2=options.l2))
+    if options.pretrained:
+        start_from(model, options.pretrained, spec, options.pretrained_layers, options.freeze_pretrained)
+    if options.teachers:
+        scores = teacher_scores(list(options.teachers), store, train.shards, train.rows, classes, spec,
+                                options.teacher_temperature)
+        train.targets = blend_targets(train.targets, scores, options.teacher_weight)
+        log.info("distilling from %d teacher(s), weight %.2f", len(options.teachers),
+                 options.teacher_weight)
     meta = {"classes": classes, "spec": spec, "multi_label": options.multi_label,
             "pooling": options.pooling, "train_options": asdict(options), **(extra_meta or {})}
     backup = run_dir / "backup"
