@@ -99,3 +99,7 @@ def test_batches_depend_on_seed_epoch_and_index_only(tmp_path):
     resumed = make(epoch=2)
     resumed[0]  # Keras peeks at batch 0 before training; that must not move the epoch
     assert all(np.array_equal(resumed[i][0], epochs[2][i]) for i in range(3))
+    prefetched = ChunkBatches(*args, shuffle=True, seed=3, prefetch=True,
+                              augmenter=Augmenter({"gaussian": 0.1}, 1.0, seed=3))
+    again = [[prefetched[i][0] for i in range(3)] for _ in range(3)]
+    assert all(np.array_equal(a, b) for x, y in zip(epochs, again) for a, b in zip(x, y))

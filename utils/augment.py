@@ -87,7 +87,8 @@ class Augmenter:
         return int(self._rng.integers(0, 2**31 - 1))
 
     def _uniform(self, shape, low=0.0, high=1.0):
-        return keras.random.uniform(shape, low, high, seed=self._key())
+        """Per-sample parameters: drawn on the host (tiny), the image math stays in keras.ops."""
+        return ops.convert_to_tensor(self._rng.uniform(low, high, shape).astype("float32"))
 
     def _roll(self, x, share, axis):
         size = x.shape[axis]
@@ -103,16 +104,16 @@ class Augmenter:
 
     def _band_mask(self, x, share, axis):
         size = x.shape[axis]
-        width = ops.cast(ops.floor(self._uniform((len(x), 1)) * share * size), "float32")
-        start = ops.floor(self._uniform((len(x), 1)) * (size - width))
-        position = ops.cast(ops.arange(size), "float32")[None, :]
-        inside = (position >= start) & (position < start + width)  # (batch, size)
+        width = np.floor(self._rng.uniform(0, 1, (len(x), 1)) * share * size)
+        start = np.floor(self._rng.uniform(0, 1, (len(x), 1)) * (size - width))
+        position = np.arange(size)[None, :]
+        inside = ops.convert_to_tensor((position >= start) & (position < start + width))
         shape = (len(x), size, 1, 1) if axis == 1 else (len(x), 1, size, 1)
         return ops.where(ops.reshape(inside, shape), 0.0, x)
 
     def _mixup(self, x, y, mask, alpha):
         order = self._rng.permutation(len(x))
-        lam = keras.random.beta((len(x),), alpha, alpha, seed=self._key())
+        lam = ops.convert_to_tensor(self._rng.beta(alpha, alpha, len(x)).astype("float32"))
         lam = ops.where(mask, ops.maximum(lam, 1.0 - lam), 1.0)  # the sample's own image dominates
         x2, y2 = ops.take(x, order, axis=0), ops.take(y, order, axis=0)
         x = lam[:, None, None, None] * x + (1.0 - lam[:, None, None, None]) * x2

@@ -1,6 +1,7 @@
 """Batches of store chunks for Keras (a PyDataset, so every backend can train from it)."""
 from __future__ import annotations
 
+import concurrent.futures as cf
 import math
 
 import keras
@@ -16,7 +17,8 @@ class ChunkBatches(keras.utils.PyDataset):
     def __init__(self, store: Store, shards: np.ndarray, rows: np.ndarray, targets: np.ndarray,
                  batch_size: int, shuffle: bool = False, seed: int = 0, augmenter=None,
                  noise: tuple[np.ndarray, np.ndarray] | None = None, balance: str = "none",
-                 classes: np.ndarray | None = None, epoch: int = 0, **kwargs):
+                 classes: np.ndarray | None = None, epoch: int = 0, prefetch: bool = False,
+                 **kwargs):
         """``augmenter`` (utils.augment.Augmenter) changes training batches; ``noise`` is the
         (shards, rows) of the noise chunks it may mix in. ``balance`` with each chunk's class index
         in ``classes``: "weights" adds per-sample weights (sklearn's balanced class weights),
@@ -44,11 +46,12 @@ class ChunkBatches(keras.utils.PyDataset):
         # epoch callbacks: tf.data may prefetch the next epoch's first batches before those run,
         # and Keras peeks at batch 0 before training. The first epoch is given (resume).
         self.seed, self.epoch, self._last_index = seed, epoch, -1
+        self.prefetch, self._pool, self._pending = prefetch, None, {}
         self.order = self._new_order() if shuffle else np.arange(len(rows))
 
-    def _new_order(self) -> np.ndarray:
-        """This epoch's chunk order: a function of (seed, epoch) only, so a resumed run repeats it."""
-        rng = np.random.default_rng([self.seed, self.epoch])
+    def _new_order(self, epoch: int | None = None) -> np.ndarray:
+        """An epoch's chunk order: a function of (seed, epoch) only, so a resumed run repeats it."""
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch])
         if self.balance == "sampling":
             return rng.choice(len(self.rows), size=len(self.rows), p=self.draw_probability)
         return rng.permutation(len(self.rows))
@@ -65,11 +68,29 @@ class ChunkBatches(keras.utils.PyDataset):
         if self.shuffle and index == 0 and self._last_index == len(self) - 1:
             self.set_epoch(self.epoch + 1)
         self._last_index = index
-        chosen = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        if not self.prefetch:
+            return self._make_batch(self.epoch, index)
+        # One background thread builds every batch (so the augmenter is never used from two
+        # threads), and starts on the next one while the model trains on this one.
+        if self._pool is None:
+            self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches")
+        key = (self.epoch, index)
+        future = self._pending.pop(key, None) or self._pool.submit(self._make_batch, *key)
+        following = (self.epoch, index + 1) if index + 1 < len(self) else (self.epoch + 1, 0)
+        self._pending = {following: self._pool.submit(self._make_batch, *following)}
+        return future.result()
+
+    def _order_of(self, epoch: int) -> np.ndarray:
+        # recomputed, not read from self.order: the main thread may be switching epochs meanwhile
+        return self._new_order(epoch) if self.shuffle else self.order
+
+    def _make_batch(self, epoch: int, index: int):
+        """The batch for (epoch, index): a function of the seed, the epoch and the index only."""
+        chosen = self._order_of(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
         images = self.store.images(self.shards[chosen], self.rows[chosen])[..., None]
         targets = self.targets[chosen]
         if self.augmenter is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, index])  # batch-local randomness
+            rng = np.random.default_rng([self.seed, epoch, index])  # batch-local randomness
             noise = None
             if self.noise is not None and "noise" in self.augmenter.strengths:
                 picks = rng.integers(0, len(self.noise[0]), min(len(chosen), len(self.noise[0])))

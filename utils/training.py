@@ -168,7 +168,8 @@ def train_model(store: Store, background: Mapping[str, list[str]], run_dir: str 
     train_batches = ChunkBatches(store, train.shards, train.rows, train.targets, options.batch_size,
                                  shuffle=True, seed=options.seed, augmenter=augmenter,
                                  noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()),
-                                 balance=options.class_balance, classes=primary, epoch=resumed_at)
+                                 balance=options.class_balance, classes=primary, epoch=resumed_at,
+                                 prefetch=True)
     schedule = EpochSchedule(options.lr_schedule, options.learning_rate, options.learning_rate_end,
                              options.epochs, len(train_batches), options.warmup_epochs)
     model.compile(optimizer=make_optimizer(options.optimizer, schedule, options.weight_decay,
