@@ -100,3 +100,23 @@ def test_training_runs_with_other_options(tmp_path, tiny_raw, options):
     if "TENSORBOARD=True" in options and keras.backend.backend() == "tensorflow":
         assert any(board.rglob("events.out.tfevents.*"))
     assert steps.test_step(s)["scored"] == 3
+
+
+def test_mixed_precision_applies_to_the_run_only(tmp_path, tiny_raw):
+    s = make_settings(tmp_path, *TINY, f"RAW_DATA={tiny_raw}", "EPOCHS=1", "MIXED_PRECISION=bfloat16")
+    steps.sort_step(s)
+    steps.spec_step(s)
+    assert steps.train_step(s)["epochs"] == 1
+    assert keras.config.dtype_policy().name == "float32"  # restored afterwards
+    from utils.model_io import load_model
+
+    model, _ = load_model(tmp_path / "runs" / "default" / "last.keras")
+    assert model.get_layer("stem_conv").dtype_policy.name == "mixed_bfloat16"
+    x = np.zeros((1, 32, 64, 1), np.float32)
+    assert np.asarray(model.predict_on_batch(x)).dtype == np.float32
+
+
+def test_data_parallel_is_a_no_op_without_several_accelerators():
+    from utils.training import use_data_parallel
+
+    assert use_data_parallel() == 1

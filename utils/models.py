@@ -213,8 +213,17 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
         x = baseline_body(inputs, options, l2)
     else:
         x = efficientnet_body(inputs, name)
-    head = attention_head if options.head == "attention" else pool_head
-    return keras.Model(inputs, head(x, n_classes, options, l2), name=name)
+    # the head computes in float32 even under a mixed-precision policy: scores and losses need
+    # the range, and its cost is small
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")  # layers keep the policy they are created under
+    try:
+        x = layers.Activation("linear", name="head_in_float32")(x)
+        head = attention_head if options.head == "attention" else pool_head
+        outputs = head(x, n_classes, options, l2)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    return keras.Model(inputs, outputs, name=name)
 
 
 def frame_score_model(model: keras.Model) -> keras.Model:

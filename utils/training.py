@@ -72,6 +72,8 @@ class TrainOptions:
     pretrained: str = ""
     pretrained_layers: int = 0
     freeze_pretrained: bool = False
+    mixed_precision: str = "off"
+    data_parallel: bool = True
 
     @classmethod
     def from_settings(cls, s: Mapping[str, Any]) -> "TrainOptions":
@@ -93,7 +95,8 @@ class TrainOptions:
                    downsampling=s["DOWNSAMPLING"], dropout_type=s["DROPOUT_TYPE"], head=s["HEAD"],
                    teachers=tuple(s["TEACHER"]), teacher_weight=s["TEACHER_WEIGHT"],
                    teacher_temperature=s["TEACHER_TEMPERATURE"], pretrained=s["PRETRAINED"],
-                   pretrained_layers=s["PRETRAINED_LAYERS"], freeze_pretrained=s["FREEZE_PRETRAINED"])
+                   pretrained_layers=s["PRETRAINED_LAYERS"], freeze_pretrained=s["FREEZE_PRETRAINED"],
+                   mixed_precision=s["MIXED_PRECISION"], data_parallel=s["DATA_PARALLEL"])
 
 
 @dataclass
@@ -124,7 +127,42 @@ def select_chunks(store: Store, split: str, classes: list[str], background: Mapp
 
 def train_model(store: Store, background: Mapping[str, list[str]], run_dir: str | Path,
                 options: TrainOptions, extra_meta: dict | None = None) -> dict:
-    """Train on the store's train split, select on its val split; write models and logs to run_dir."""
+    """Train on the store's train split, select on its val split; write models and logs to run_dir.
+
+    MIXED_PRECISION and data parallelism apply to this run only (Keras keeps them globally).
+    """
+    previous_policy = keras.config.dtype_policy()
+    previous_distribution = keras.distribution.distribution() if _has_distribution() else None
+    try:
+        if options.mixed_precision != "off":
+            keras.config.set_dtype_policy(f"mixed_{options.mixed_precision}")
+        if options.data_parallel:
+            use_data_parallel()
+        return _train(store, background, run_dir, options, extra_meta)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+        if _has_distribution():
+            keras.distribution.set_distribution(previous_distribution)
+
+
+def _has_distribution() -> bool:
+    return keras.backend.backend() == "jax"  # keras.distribution is JAX-only today
+
+
+def use_data_parallel() -> int:
+    """Data-parallel training over every accelerator (JAX backend); returns the device count."""
+    if not _has_distribution():
+        return 1
+    devices = keras.distribution.list_devices()
+    accelerators = [d for d in devices if not d.lower().startswith("cpu")]
+    if len(accelerators) > 1:
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=accelerators))
+        log.info("data-parallel training on %d devices", len(accelerators))
+    return max(1, len(accelerators))
+
+
+def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Path,
+           options: TrainOptions, extra_meta: dict | None = None) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(options.seed)
