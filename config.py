@@ -60,8 +60,8 @@ AUGMENTATION_PROBABILITY = 0.5               # chance that a training sample is 
 AUGMENTATION_COUNT = 2                       # most augmentations one sample gets (drawn at random)
 
 # ----------------------------------------------------------------------------- model
-MODEL: Literal["baseline", "resnet", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
-               "efficientnet_b3"] = "resnet"  # family; efficientnet_* use FILTERS etc. not at all
+MODEL: Literal["baseline", "resnet", "pi", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
+               "efficientnet_b3"] = "resnet"  # family; efficientnet_* ignore FILTERS and the like
 FILTERS = [16, 32, 64, 128]                  # filters per stage (one stage per entry), times WIDTH
 KERNEL_SIZES = [3]                           # kernel size per stage; the last one repeats
 BLOCKS_PER_STAGE = 1                         # blocks in each stage (wide-ResNet N)
@@ -70,6 +70,7 @@ DOWNSAMPLING: Literal["pool", "stride"] = "pool"  # halve resolution by max pool
 DROPOUT = 0.5                                # dropout rate in the head
 DROPOUT_TYPE: Literal["random", "channel", "location"] = "random"  # units, feature maps, positions
 HEAD: Literal["pool", "attention"] = "pool"  # attention: SED head with per-frame scores
+DENSE_UNITS = 512                            # "pi" model: units in each of its two dense layers
 MULTI_LABEL = False                          # sigmoid head trained on primary + background labels
 
 # ----------------------------------------------------------------------------- training (step 3)

@@ -16,6 +16,7 @@ SHAPE = (32, 64, 1)
     ("resnet", {"filters": [8, 16], "downsampling": "stride", "dropout_type": "location"}),
     ("resnet", {"filters": [8, 16], "head": "attention"}),
     ("resnet", {"filters": [8, 16], "head": "attention", "multi_label": True}),
+    ("pi", {"filters": [8, 16], "dense_units": 32}),
     ("efficientnet_b0", {}),
 ])
 def test_every_family_builds_predicts_and_reloads(tmp_path, name, options):
@@ -51,3 +52,5 @@ def test_bad_model_options_are_refused(bad):
         build_model("resnet", SHAPE, 3, filters=[8], **bad)
     with pytest.raises(ValueError, match="unknown MODEL"):
         build_model("vgg", SHAPE, 3)
+    with pytest.raises(ValueError, match="dense head"):
+        build_model("pi", SHAPE, 3, head="attention")

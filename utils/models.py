@@ -1,7 +1,8 @@
 """Keras 3 models (keras and keras.ops only, so every backend runs them).
 
 Families: "baseline" (the 2018 baseline's plain CNN: conv groups with batch norm and max pooling
-or strided convolutions), "resnet" (a pre-activation wide ResNet: FILTERS times WIDTH per stage,
+or strided convolutions), "pi" (the baseline's small model: strided convolutions and two dense
+layers), "resnet" (a pre-activation wide ResNet: FILTERS times WIDTH per stage,
 BLOCKS_PER_STAGE blocks), and "efficientnet_b0".."efficientnet_b3" (keras.applications, random
 weights: nothing is downloaded). Heads: "pool" (global average pooling, one score per class) or
 "attention" (sound event detection: per-frame scores and attention over time, pooled to clip
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers, ops
 
-MODELS = ("baseline", "resnet", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
+MODELS = ("baseline", "resnet", "pi", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
           "efficientnet_b3")
 HEADS = ("pool", "attention")
 DROPOUT_TYPES = ("random", "channel", "location")
@@ -36,6 +37,7 @@ class ModelOptions:
     head: str = "pool"
     multi_label: bool = False
     l2: float = 0.0
+    dense_units: int = 512                    # "pi": width of its two dense layers
 
 
 def _dropout(rate: float, kind: str, name: str):
@@ -146,6 +148,21 @@ def baseline_body(x, options: ModelOptions, l2):
         else:
             x = _conv(base * options.width, 3, 2, l2, f"group{group + 1}_down")(x)
             x = _bn_relu(x, f"group{group + 1}_down")
+    # the baseline ends its body with a 1x1 convolution to twice the last width
+    x = _conv(options.filters[-1] * options.width * 2, 1, 1, l2, "final_1x1")(x)
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, name="final_1x1_bn")(x)
+
+
+def pi_body(x, options: ModelOptions, l2):
+    """The 2018 baseline's "Pi" model for small devices: strided conv groups, then two dense
+    layers with dropout (the classifier follows)."""
+    for group, base in enumerate(options.filters):
+        x = _conv(base * options.width, _kernel(options, group), 2, l2, f"group{group + 1}_conv")(x)
+        x = _bn_relu(x, f"group{group + 1}")
+    x = layers.Flatten(name="flatten")(x)
+    for k in (1, 2):
+        x = layers.Dense(options.dense_units, activation="relu", kernel_regularizer=l2, name=f"dense{k}")(x)
+        x = layers.Dropout(options.dropout, name=f"dense{k}_dropout")(x)
     return x
 
 
@@ -207,10 +224,14 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
         raise ValueError("FILTERS needs at least one stage; DOWNSAMPLING is pool or stride")
     l2 = keras.regularizers.L2(options.l2) if options.l2 > 0 else None
     inputs = keras.Input(shape=input_shape, name="spectrogram")
+    if name == "pi" and options.head != "pool":
+        raise ValueError("the pi model has a dense head; use HEAD = 'pool'")
     if name == "resnet":
         x = resnet_body(inputs, options, l2)
     elif name == "baseline":
         x = baseline_body(inputs, options, l2)
+    elif name == "pi":
+        x = pi_body(inputs, options, l2)
     else:
         x = efficientnet_body(inputs, name)
     # the head computes in float32 even under a mixed-precision policy: scores and losses need
@@ -219,8 +240,12 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
     keras.config.set_dtype_policy("float32")  # layers keep the policy they are created under
     try:
         x = layers.Activation("linear", name="head_in_float32")(x)
-        head = attention_head if options.head == "attention" else pool_head
-        outputs = head(x, n_classes, options, l2)
+        if name == "pi":  # already flat: only the classifier is left
+            outputs = layers.Dense(n_classes, activation="sigmoid" if options.multi_label else "softmax",
+                                   kernel_regularizer=l2, name="scores")(x)
+        else:
+            head = attention_head if options.head == "attention" else pool_head
+            outputs = head(x, n_classes, options, l2)
     finally:
         keras.config.set_dtype_policy(policy)
     return keras.Model(inputs, outputs, name=name)

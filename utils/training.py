@@ -73,6 +73,7 @@ class TrainOptions:
     pretrained_layers: int = 0
     freeze_pretrained: bool = False
     mixed_precision: str = "off"
+    dense_units: int = 512
     data_parallel: bool = True
 
     @classmethod
@@ -96,7 +97,8 @@ class TrainOptions:
                    teachers=tuple(s["TEACHER"]), teacher_weight=s["TEACHER_WEIGHT"],
                    teacher_temperature=s["TEACHER_TEMPERATURE"], pretrained=s["PRETRAINED"],
                    pretrained_layers=s["PRETRAINED_LAYERS"], freeze_pretrained=s["FREEZE_PRETRAINED"],
-                   mixed_precision=s["MIXED_PRECISION"], data_parallel=s["DATA_PARALLEL"])
+                   mixed_precision=s["MIXED_PRECISION"], data_parallel=s["DATA_PARALLEL"],
+                   dense_units=s["DENSE_UNITS"])
 
 
 @dataclass
@@ -184,7 +186,7 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
         blocks_per_stage=options.blocks_per_stage, width=options.width,
         downsampling=options.downsampling, dropout=options.dropout,
         dropout_type=options.dropout_type, head=options.head, multi_label=options.multi_label,
-        l2=options.l2))
+        l2=options.l2, dense_units=options.dense_units))
     if options.pretrained:
         start_from(model, options.pretrained, spec, options.pretrained_layers, options.freeze_pretrained)
     if options.teachers:
