@@ -123,3 +123,15 @@ def test_spec_differences_are_named_only_when_real(caplog):
             assert "differs in: fmax" in caplog.text
     finally:
         logger.propagate = False
+
+
+def test_keras_backend_setting_selects_the_backend():
+    import subprocess
+    import sys
+
+    code = ("from utils import steps; steps.use_backend('jax'); import keras; "
+            "print(keras.backend.backend())")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "KERAS_BACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "jax"
