@@ -120,3 +120,13 @@ def test_data_parallel_is_a_no_op_without_several_accelerators():
     from utils.training import use_data_parallel
 
     assert use_data_parallel() == 1
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, tiny_raw):
+    # with a zero learning rate only batch-norm statistics move: improvement stops early
+    s = make_settings(tmp_path, *TINY, f"RAW_DATA={tiny_raw}", "EPOCHS=10", "EARLY_STOPPING=2",
+                      "LEARNING_RATE=0.0", "WARMUP_EPOCHS=0.0")
+    steps.sort_step(s)
+    steps.spec_step(s)
+    result = steps.train_step(s)
+    assert result["epochs"] == result["best_epoch"] + 2 < 10
