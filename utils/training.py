@@ -76,6 +76,13 @@ class TrainOptions:
     dense_units: int = 512
     data_parallel: bool = True
 
+    def model_options(self) -> ModelOptions:
+        return ModelOptions(filters=self.filters, kernel_sizes=self.kernel_sizes,
+                            blocks_per_stage=self.blocks_per_stage, width=self.width,
+                            downsampling=self.downsampling, dropout=self.dropout,
+                            dropout_type=self.dropout_type, head=self.head,
+                            multi_label=self.multi_label, l2=self.l2, dense_units=self.dense_units)
+
     @classmethod
     def from_settings(cls, s: Mapping[str, Any]) -> "TrainOptions":
         return cls(model=s["MODEL"], filters=tuple(s["FILTERS"]), blocks_per_stage=s["BLOCKS_PER_STAGE"],
@@ -181,12 +188,8 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
              "%d classes", len(train), len(set(train.recordings)), len(val), len(set(val.recordings)),
              len(classes))
 
-    model = build_model(options.model, (spec["height"], spec["width"], 1), len(classes), ModelOptions(
-        filters=options.filters, kernel_sizes=options.kernel_sizes,
-        blocks_per_stage=options.blocks_per_stage, width=options.width,
-        downsampling=options.downsampling, dropout=options.dropout,
-        dropout_type=options.dropout_type, head=options.head, multi_label=options.multi_label,
-        l2=options.l2, dense_units=options.dense_units))
+    model = build_model(options.model, (spec["height"], spec["width"], 1), len(classes),
+                        options.model_options())
     if options.pretrained:
         start_from(model, options.pretrained, spec, options.pretrained_layers, options.freeze_pretrained)
     if options.teachers:
@@ -221,27 +224,10 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
     monitor = options.select_metric if len(val) else "loss"
     if not len(val):
         log.warning("no validation chunks: best.keras is chosen by training loss")
-    # BackupAndRestore first: it restores weights, optimizer and epoch before the others start
-    callbacks: list[keras.callbacks.Callback] = [
-        RandomStateBackup(backup / "random_state.json", backup),
-        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True)]
-    if len(val):
-        val_batches = ChunkBatches(store, val.shards, val.rows, val.targets, options.batch_size * 4)
-        callbacks.append(RecordingValidation(val_batches, val, classes, options.pooling,
-                                             options.multi_label))
     saver = ModelSaver(run_dir, meta, monitor, options.snapshot_epochs, options.early_stopping,
                        state_file=backup / "selection.json")
-    callbacks += [LearningRateLog(), saver,
-                  keras.callbacks.CSVLogger(str(run_dir / "train_log.csv"), append=True),
-                  CurvesPlot(run_dir / "train_log.csv", run_dir / "training_curves.png",
-                             title=str(meta.get("run", run_dir.name)))]
-    if options.tensorboard:
-        if keras.backend.backend() == "tensorflow" and importlib.util.find_spec("tensorboard"):
-            callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
-        else:
-            log.warning("TENSORBOARD needs the TensorFlow backend and the tensorboard package "
-                        "(pip install tensorboard); no TensorBoard logs this run")
-
+    callbacks = run_callbacks(store, val, classes, options, run_dir, saver,
+                              title=str(meta.get("run", run_dir.name)))
     started = time.time()
     # shuffle=False: ChunkBatches orders chunks itself, from (seed, epoch); Keras' own shuffling
     # of batch indices would draw from a generator that a resumed run cannot restore
@@ -253,6 +239,30 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
             "epochs": epochs_run, "best_epoch": saver.best_epoch, "monitor": monitor,
             "best_value": saver.best, "train_seconds": round(seconds, 1),
             "resumed_at_epoch": resumed_at, "params": int(model.count_params())}
+
+
+def run_callbacks(store: Store, val: ChunkSet, classes: list[str], options: TrainOptions,
+                  run_dir: Path, saver: ModelSaver, title: str) -> list[keras.callbacks.Callback]:
+    """Backup and random state first (they restore before the others start), then validation,
+    learning rate, model selection, the CSV log, the curves, and TensorBoard if asked."""
+    backup = run_dir / "backup"
+    callbacks: list[keras.callbacks.Callback] = [
+        RandomStateBackup(backup / "random_state.json", backup),
+        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True)]
+    if len(val):
+        val_batches = ChunkBatches(store, val.shards, val.rows, val.targets, options.batch_size * 4)
+        callbacks.append(RecordingValidation(val_batches, val, classes, options.pooling,
+                                             options.multi_label))
+    callbacks += [LearningRateLog(), saver,
+                  keras.callbacks.CSVLogger(str(run_dir / "train_log.csv"), append=True),
+                  CurvesPlot(run_dir / "train_log.csv", run_dir / "training_curves.png", title)]
+    if options.tensorboard:
+        if keras.backend.backend() == "tensorflow" and importlib.util.find_spec("tensorboard"):
+            callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+        else:
+            log.warning("TENSORBOARD needs the TensorFlow backend and the tensorboard package "
+                        "(pip install tensorboard); no TensorBoard logs this run")
+    return callbacks
 
 
 def prepare_resume(backup: Path, csv_log: Path, run_identity: dict) -> int:
