@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import math
+import threading
 
 import keras
 import numpy as np
@@ -47,7 +48,8 @@ class ChunkBatches(keras.utils.PyDataset):
         # and Keras peeks at batch 0 before training. The first epoch is given (resume).
         self.seed, self.epoch, self._last_index = seed, epoch, -1
         self.prefetch, self._pool, self._pending = prefetch, None, {}
-        self.order = self._new_order() if shuffle else np.arange(len(rows))
+        self._orders: dict[int, np.ndarray] = {}
+        self._orders_lock = threading.Lock()
 
     def _new_order(self, epoch: int | None = None) -> np.ndarray:
         """An epoch's chunk order: a function of (seed, epoch) only, so a resumed run repeats it."""
@@ -56,10 +58,13 @@ class ChunkBatches(keras.utils.PyDataset):
             return rng.choice(len(self.rows), size=len(self.rows), p=self.draw_probability)
         return rng.permutation(len(self.rows))
 
+    @property
+    def order(self) -> np.ndarray:
+        return self._order_of(self.epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        if self.shuffle and epoch != self.epoch:
+        if self.shuffle:
             self.epoch = epoch
-            self.order = self._new_order()
 
     def __len__(self) -> int:
         return math.ceil(len(self.rows) / self.batch_size)
@@ -81,8 +86,16 @@ class ChunkBatches(keras.utils.PyDataset):
         return future.result()
 
     def _order_of(self, epoch: int) -> np.ndarray:
-        # recomputed, not read from self.order: the main thread may be switching epochs meanwhile
-        return self._new_order(epoch) if self.shuffle else self.order
+        """The order of ``epoch``, computed once and kept for it and the next (the prefetch
+        thread asks for the next epoch while the main thread is still in this one)."""
+        if not self.shuffle:
+            epoch = 0
+        with self._orders_lock:
+            if epoch not in self._orders:
+                order = self._new_order(epoch) if self.shuffle else np.arange(len(self.rows))
+                self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+                self._orders[epoch] = order
+            return self._orders[epoch]
 
     def _make_batch(self, epoch: int, index: int):
         """The batch for (epoch, index): a function of the seed, the epoch and the index only."""

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import cv2
 import librosa
 import numpy as np
-import soundfile as sf
 from tqdm import tqdm
 
 from utils.audio import AudioError, audio_info, load_audio, load_span, resampled_length
@@ -44,9 +43,13 @@ def _emphasise(signal: np.ndarray, params: SpecParams) -> np.ndarray:
 
 def file_chunk_count(path: str | Path, params: SpecParams) -> int:
     """Chunks of the whole file, from its header (nothing is decoded)."""
-    _, rate, _ = audio_info(path)
-    frames = sf.info(str(path)).frames
-    return len(chunk_starts(resampled_length(frames, rate, params.sample_rate), params))
+    return len(chunk_starts(resampled_samples(path, params.sample_rate), params))
+
+
+def resampled_samples(path: str | Path, sample_rate: int) -> int:
+    """Length of the whole file at ``sample_rate``, from one header read."""
+    duration, rate, _ = audio_info(path)
+    return resampled_length(int(round(duration * rate)), rate, sample_rate)
 
 
 def segment_images(path: str | Path, params: SpecParams, first: int, count: int
@@ -56,9 +59,8 @@ def segment_images(path: str | Path, params: SpecParams, first: int, count: int
     The same images as :func:`file_images` gives for those chunks (to float rounding), with memory
     bounded by the segment instead of the file.
     """
-    _, rate, _ = audio_info(path)
-    total = resampled_length(sf.info(str(path)).frames, rate, params.sample_rate)
-    starts = np.asarray(chunk_starts(total, params)[first:first + count])
+    starts = np.asarray(chunk_starts(resampled_samples(path, params.sample_rate), params)
+                        [first:first + count])
     if len(starts) == 0:
         return np.zeros((0, params.height, params.width), np.float32), np.zeros(0)
     context = 1 if params.pre_emphasis and starts[0] > 0 else 0  # pre-emphasis needs one sample back

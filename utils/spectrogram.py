@@ -125,6 +125,13 @@ class SpecParams:
         return self.hop or self.chunk_samples // (self.width - 1)
 
 
+def spec_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """Names of the settings in which two saved spectrogram settings differ (JSON lists and
+    tuples compare equal; settings missing from older files take their defaults)."""
+    first, second = SpecParams.from_dict(a).to_dict(), SpecParams.from_dict(b).to_dict()
+    return sorted(k for k in first if first[k] != second[k])
+
+
 def chunk_starts(n_samples: int, params: SpecParams) -> list[int]:
     """Start samples of the chunks in a signal of ``n_samples``: every step, while at least
     ``min_chunk_length`` (or a whole chunk, if shorter) remains."""

@@ -23,7 +23,7 @@ from utils.extract import (DaskPool, Job, Selection, class_quotas, extract_to_st
                            worker_count)
 from utils.fileio import atomic_write_json, atomic_write_text
 from utils.settings import save_settings
-from utils.spectrogram import SpecParams
+from utils.spectrogram import SpecParams, spec_differences
 from utils.store import store_path
 
 log = logging.getLogger("bioacoustics")
@@ -192,9 +192,7 @@ def test_step(s: Settings) -> dict:
 
 
 def _note_spec_differences(meta: dict, s: Settings) -> None:
-    current = SpecParams.from_settings(s).to_dict()
-    trained = SpecParams.from_dict(meta["spec"]).to_dict()  # same types as current (tuples)
-    changed = sorted(k for k, v in trained.items() if current.get(k) != v)
+    changed = spec_differences(meta["spec"], SpecParams.from_settings(s).to_dict())
     if changed:
         log.info("scoring with the model's own spectrogram settings; the config differs in: %s",
                  ", ".join(changed))

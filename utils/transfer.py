@@ -8,15 +8,14 @@ import numpy as np
 
 from utils.batches import ChunkBatches
 from utils.model_io import load_model
+from utils.spectrogram import spec_differences
 
 log = logging.getLogger("bioacoustics")
 
 
 def _same_spec(meta: dict, spec: dict, path: str | Path) -> None:
-    ours = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.items()}
-    theirs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in meta["spec"].items()}
-    if ours != theirs:
-        changed = sorted(k for k in ours if ours.get(k) != theirs.get(k))
+    changed = spec_differences(spec, meta["spec"])
+    if changed:
         raise ValueError(f"{path} was trained on other spectrograms ({', '.join(changed)} differ); "
                          "it cannot teach or start a model for this store")
 
