@@ -18,6 +18,7 @@ CSV_PATH_COLUMN = "path"                     # CSV column with the audio path (r
 CSV_LABEL_COLUMN = "label"                   # CSV column with the primary label
 CSV_SECONDARY_COLUMN = "secondary_labels"    # CSV column with background labels ("['a','b']" or a;b)
 CSV_SPLIT_COLUMN = "split"                   # CSV column with train/val/test (other values are skipped)
+CSV_GROUP_COLUMN = ""                        # CSV column of a grouping (author, site) kept for cross-validation
 DATASET_DIR = "data/dataset"                 # sorted dataset: train/, val/, test/, metadata/
 VAL_FRACTION = 0.2                           # share of each class's recordings held out for validation
 SORT_MODE: Literal["copy", "symlink", "move"] = "copy"  # how raw files get into the dataset
@@ -105,9 +106,15 @@ FREEZE_PRETRAINED = False                    # keep the copied layers fixed whil
 
 # ----------------------------------------------------------------------------- testing (step 4)
 TEST_SPLIT: Literal["val", "test", "train"] = "val"  # dataset split that test.py scores
-TEST_MODEL = ""                              # model file; "" = RUNS_DIR/RUN_NAME/best.keras
-POOLING: Literal["median_filtered", "mean", "max"] = "median_filtered"  # chunk -> recording scores
-TEST_WITH_BACKGROUND = True                  # count background labels as correct in MLRAP
+TEST_MODELS: list[str] = []                  # model files, scores averaged (an ensemble); [] = the run's best.keras
+TEST_MODEL_WEIGHTS: list[float] = []         # one weight per TEST_MODELS entry; [] = equal weights
+TEST_TIME_SHIFTS: list[float] = []           # test-time augmentation: also score the chunk grid shifted by these seconds
+POOLING: Literal["median_filtered", "mean", "max", "top_k_mean", "mean_exp", "log_mean"] = "median_filtered"
+                                             # chunk -> recording scores; utils/pooling.py says what each does
+POOLING_TOP_K = 3                            # top_k_mean: chunks averaged per class
+POOLING_ALPHA = 5.0                          # mean_exp: 0 -> mean, large -> max
+TEST_WITH_BACKGROUND = True                  # background labels count as targets (MLRAP, F1, cmAP, ROC-AUC)
+F1_THRESHOLD = 0.5                           # row-wise F1 (BirdCLEF 2021): a class is predicted at this score
 PREDICT_BATCH_SIZE = 128                     # chunks per model call when scoring
 
 # ----------------------------------------------------------------------------- submission (step 5)

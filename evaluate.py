@@ -1,23 +1,33 @@
-"""Train, then test: one command per experiment.
+"""Train, then test: one command per experiment. Every call adds a row to RUNS_DIR/experiments.csv.
 
     python evaluate.py --config configs/insectset32.py
+    python evaluate.py --config configs/demo.py --folds 5   # cross-validation by recording
 """
 import click
 
 from utils import steps
 from utils.cli import step_command
-from utils.evaluation import summary_line
+from utils.evaluation import METRICS, summary_text
 
 
 @step_command(log_file="evaluate.log")
-def main(s):
-    """Run train.py then test.py with the same settings and print the test summary."""
-    result = steps.train_step(s)
-    click.echo(f"Trained {result['epochs']} epochs in {result['train_seconds']} s "
-               f"(best epoch {result['best_epoch']})")
-    summary = steps.test_step(s)
+@click.option("--folds", default=0, show_default=True,
+              help="K-fold cross-validation over the train and val recordings (grouped by "
+                   "CSV_GROUP_COLUMN when the dataset has one); 0 = train once, test on TEST_SPLIT.")
+def main(s, folds):
+    """Run train.py then test.py with the same settings, or K-fold cross-validation."""
+    result = steps.evaluate_step(s, folds)
+    if folds:
+        click.echo(f"{folds}-fold cross-validation ({result['train_seconds']:.0f} s of training):")
+        for key, label in METRICS.items():
+            if key in result:
+                click.echo(f"  {label:<22} {result[key]:.4f} +- {result[key + '_std']:.4f}")
+        return
+    trained, summary = result["train"], result["test"]
+    click.echo(f"Trained {trained['epochs']} epochs in {trained['train_seconds']} s "
+               f"(best epoch {trained['best_epoch']})")
     click.echo(f"Report: {summary['report']}")
-    click.echo(f"[{s.TEST_SPLIT}] " + summary_line(summary))
+    click.echo(f"[{s.TEST_SPLIT}] " + summary_text(summary))
 
 
 if __name__ == "__main__":

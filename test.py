@@ -1,20 +1,29 @@
-"""Step 4: score the TEST_SPLIT recordings, pool per recording, report MLRAP and accuracy.
+"""Step 4: score the TEST_SPLIT recordings, pool per recording, report every challenge metric.
 
     python test.py --config configs/demo.py
+    python test.py --compare runs/a runs/b      # side-by-side table of two runs' reports
 """
 import click
 
 from utils import steps
 from utils.cli import step_command
-from utils.evaluation import summary_line
+from utils.evaluation import compare_reports, summary_text
 
 
 @step_command(log_file="test.log")
-def main(s):
-    """Evaluate the model (TEST_MODEL or the run's best.keras); reports go to the run folder."""
+@click.option("--compare", nargs=2, metavar="RUN1 RUN2",
+              help="Print two runs' test reports side by side (run names, run folders or report "
+                   "folders) instead of testing.")
+def main(s, compare):
+    """Evaluate the model (TEST_MODELS, or the run's best.keras); the report goes to the run
+    folder: summary, per-recording and per-class CSVs, confusion matrix and plots."""
+    if compare:
+        a, b = (steps.report_folder(s, name) for name in compare)
+        click.echo(compare_reports(a, b))
+        return
     summary = steps.test_step(s)
     click.echo(f"Report: {summary['report']}")
-    click.echo(f"[{s.TEST_SPLIT}] " + summary_line(summary))
+    click.echo(f"[{s.TEST_SPLIT}] " + summary_text(summary))
 
 
 if __name__ == "__main__":

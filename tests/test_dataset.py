@@ -90,3 +90,14 @@ def test_unreadable_and_missing_files_are_reported_not_sorted(tmp_path):
     assert reasons == ["file not found", "unreadable audio"]
     meta = json.loads(next((tmp_path / "ds" / "metadata").glob("*.json")).read_text())
     assert meta["primary"] == "x" and meta["sample_rate"] == 8000 and meta["duration"] == 1.0
+
+
+def test_csv_group_column_reaches_the_metadata(tmp_path):
+    for name in ("a", "b"):
+        wav(tmp_path / "audio" / f"{name}.wav")
+    (tmp_path / "list.csv").write_text("path,label,author\naudio/a.wav,x,Ann\naudio/b.wav,y,\n")
+    items, _ = scan_csv(tmp_path / "list.csv", group_column="author")
+    sort_dataset(assign_splits(items, 0.0, seed=0), tmp_path / "dataset")
+    assert {r.id: r.group for r in load_recordings(tmp_path / "dataset")} == {"a": "Ann", "b": ""}
+    with pytest.raises(ValueError, match="no column 'site'"):
+        scan_csv(tmp_path / "list.csv", group_column="site")

@@ -41,3 +41,10 @@ def test_skipped_files_are_tabled_logged_and_do_not_stop_the_run(tmp_path, tiny_
     assert victim.stem in (root / "problems.csv").read_text()
     assert victim.stem in (root / "spec.log").read_text()
     assert json.loads((root / "summary.json").read_text())["recordings"] == 18
+
+
+def test_training_seeds_share_a_store_unless_the_seed_chooses_chunks(tmp_path):
+    s = make_settings(tmp_path, *TINY)
+    assert steps.store_root(s) == steps.store_root(s.replace(SEED=2))
+    for change in ({"MAX_CHUNKS_PER_FILE": 3}, {"NOISE_FRACTION": 0.5}, {"MAX_CHUNKS_PER_CLASS": 9}):
+        assert steps.store_root(s.replace(**change)) != steps.store_root(s.replace(SEED=2, **change))

@@ -27,7 +27,7 @@ def test_teacher_scores_follow_the_student_class_order(teacher):
     store = Store(steps.store_root(s))
     model, meta = load_model(path)
     classes = list(reversed(meta["classes"])) + ["unknown"]
-    chunks = select_chunks(store, "train", meta["classes"], {}, False)
+    chunks = select_chunks(store.index, "train", meta["classes"], {}, False)
     scores = teacher_scores([str(path)], store, chunks.shards, chunks.rows, classes, meta["spec"])
     direct = np.asarray(model.predict(store.images(chunks.shards, chunks.rows)[..., None], verbose=0))
     assert np.allclose(scores[:, :-1], direct[:, ::-1], atol=1e-5) and (scores[:, -1] == 0).all()

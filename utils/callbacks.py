@@ -26,7 +26,7 @@ class RecordingValidation(keras.callbacks.Callback):
     The selection metric is then the one users care about (recording-level), not chunk accuracy.
     """
 
-    def __init__(self, batches: ChunkBatches, chunks, classes: list[str], pooling: str,
+    def __init__(self, batches: ChunkBatches, chunks, classes: list[str], pooling,
                  multi_label: bool):
         super().__init__()
         self.batches, self.chunks, self.pooling = batches, chunks, pooling

@@ -36,6 +36,7 @@ class RawItem:
     label: str
     background: list[str] = field(default_factory=list)
     split: str | None = None
+    group: str = ""  # author, site...: recordings that must stay in one cross-validation fold
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Recording:
     duration: float
     sample_rate: int
     channels: int
+    group: str = ""  # from CSV_GROUP_COLUMN; "" = the recording is its own group
 
     def path(self, dataset_dir: str | Path) -> Path:
         return Path(dataset_dir) / self.file
@@ -89,7 +91,8 @@ def parse_label_list(value) -> list[str]:
 
 def scan_csv(csv_path: str | Path, path_column: str = "path", label_column: str = "label",
              secondary_column: str = "secondary_labels", split_column: str = "split",
-             audio_root: str | Path | None = None) -> tuple[list[RawItem], list[dict]]:
+             audio_root: str | Path | None = None, group_column: str = ""
+             ) -> tuple[list[RawItem], list[dict]]:
     """Generic CSV: one row per recording; paths relative to ``audio_root`` (default: CSV folder).
 
     Returns the items and the rows that were skipped (with the reason).
@@ -98,7 +101,7 @@ def scan_csv(csv_path: str | Path, path_column: str = "path", label_column: str 
     if not csv_path.is_file():
         raise FileNotFoundError(f"CSV not found: {csv_path}")
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    for column in (path_column, label_column):
+    for column in (path_column, label_column, *([group_column] if group_column else [])):
         if column not in table.columns:
             raise ValueError(f"{csv_path}: no column {column!r} (columns: {', '.join(table.columns)})")
     base = Path(audio_root) if audio_root else csv_path.parent
@@ -117,7 +120,8 @@ def scan_csv(csv_path: str | Path, path_column: str = "path", label_column: str 
             skipped.append({"source": str(source), "reason": "empty label", "line": line})
             continue
         background = parse_label_list(row.get(secondary_column, ""))
-        items.append(RawItem(str(source), label, [b for b in background if b != label], split))
+        items.append(RawItem(str(source), label, [b for b in background if b != label], split,
+                             row[group_column].strip() if group_column else ""))
     return items, skipped
 
 
@@ -209,7 +213,8 @@ def sort_dataset(items: list[RawItem], dataset_dir: str | Path, mode: str = "cop
             continue
         relative = Path(item.split) / folders[item.label] / f"{rec_id}{source.suffix.lower()}"
         record = Recording(rec_id, item.label, sorted(set(item.background)), item.split,
-                           relative.as_posix(), str(source), round(duration, 4), rate, channels)
+                           relative.as_posix(), str(source), round(duration, 4), rate, channels,
+                           item.group)
         place_file(source, dataset_dir / relative, mode)
         atomic_write_json(meta_path, asdict(record))
         summary["sorted"] += 1

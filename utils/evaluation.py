@@ -1,45 +1,77 @@
-"""Step 4 logic: score recordings, pool chunk scores, compute recording-level metrics, write reports."""
+"""Step 4 logic: score recordings (one model or an ensemble), pool chunk scores per recording,
+compute every challenge metric, and write the report folder."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from utils.dataset import Recording
 from utils.fileio import atomic_write_json, atomic_write_text
-from utils.inference import score_files
-from utils.metrics import mlrap, target_matrix, top_k_accuracy
-from utils.pooling import pool
-from utils.spectrogram import SpecParams
+from utils.inference import Member, ensemble_scores
+from utils.metrics import (confusion, macro_roc_auc, mlrap, padded_cmap, per_class, row_micro_f1,
+                           target_matrix, top_k_accuracy)
+from utils.pooling import Pooling
 
 log = logging.getLogger("bioacoustics")
 
+# summary key -> label in summary lines and comparison tables
+METRICS = {"mlrap": "MLRAP", "mlrap_primary": "MLRAP (primary only)", "top1_accuracy": "top-1 accuracy",
+           "top5_accuracy": "top-5 accuracy", "row_micro_f1": "row-wise micro F1",
+           "padded_cmap": "padded cmAP", "macro_roc_auc": "macro ROC-AUC", "macro_f1": "macro F1"}
 
-def evaluate_recordings(model, meta: dict, recordings: list[Recording], dataset_dir: str | Path,
-                        pooling: str, with_background: bool, batch_size: int = 128,
-                        workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Score every recording with the model's own spectrogram settings.
 
-    Returns (per-recording table, pooled scores table, summary). Recordings whose primary label the
-    model does not know are listed but left out of the metrics, and counted in the summary.
+@dataclass(frozen=True)
+class TestOptions:
+    pooling: Pooling = Pooling()
+    with_background: bool = True     # background labels count as targets (MLRAP, F1, cmAP, AUC)
+    f1_threshold: float = 0.5        # a class is "predicted" at this score (row-wise F1)
+    time_shifts: tuple[float, ...] = ()
+    batch_size: int = 128
+    workers: int = 1
+
+    @classmethod
+    def from_settings(cls, s, workers: int = 1) -> "TestOptions":
+        return cls(Pooling.from_settings(s), s["TEST_WITH_BACKGROUND"], s["F1_THRESHOLD"],
+                   tuple(s["TEST_TIME_SHIFTS"]), s["PREDICT_BATCH_SIZE"], workers)
+
+
+@dataclass
+class Report:
+    table: pd.DataFrame          # one row per recording: labels, top predictions, errors
+    scores: pd.DataFrame         # pooled scores: recording + one column per class
+    per_class: pd.DataFrame
+    confusion: np.ndarray        # (true, predicted) counts over scored recordings
+    summary: dict
+    classes: list[str]
+    # the recordings that count (known labels, scored), in the order of ``scores``' rows
+    targets: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    primary: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    scored: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+
+def evaluate_recordings(members: list[Member], classes: list[str], recordings: list[Recording],
+                        dataset_dir: str | Path, options: TestOptions = TestOptions()) -> Report:
+    """Score every recording and compute the metrics.
+
+    Recordings whose primary label the model does not know are listed but left out of the
+    metrics; their labels are counted in the summary (``unknown_labels``).
     """
-    classes = list(meta["classes"])
-    params = SpecParams.from_dict(meta["spec"])
     by_path = {str(r.path(dataset_dir)): r for r in recordings}
+    results = ensemble_scores(members, list(by_path), options.pooling, options.batch_size,
+                              options.workers, options.time_shifts)
     rows, pooled_rows = [], []
-    results = score_files(model, params, by_path, batch_size=batch_size, workers=workers)
-    for result in tqdm(results, total=len(by_path), desc="scoring", unit="file"):
-        rec = by_path[result.path]
+    for path, (scores, chunks, error) in results.items():
+        rec = by_path[path]
         row = {"recording": rec.id, "label": rec.primary, "background": ";".join(rec.background),
-               "known_label": rec.primary in classes, "chunks": 0, "error": result.error}
-        if result.scores is not None:
-            scores = pool(result.scores, pooling)
+               "known_label": rec.primary in classes, "chunks": chunks, "error": error}
+        if scores is not None:
             order = np.argsort(-scores, kind="stable")
-            row.update(chunks=len(result.scores), top1=classes[order[0]],
-                       top1_score=round(float(scores[order[0]]), 6),
+            row.update(top1=classes[order[0]], top1_score=round(float(scores[order[0]]), 6),
                        top5=";".join(classes[i] for i in order[:5]),
                        correct=classes[order[0]] == rec.primary)
             pooled_rows.append([rec.id, *scores])
@@ -47,45 +79,106 @@ def evaluate_recordings(model, meta: dict, recordings: list[Recording], dataset_
     table = pd.DataFrame(rows).sort_values("recording", ignore_index=True)
     pooled = pd.DataFrame(pooled_rows, columns=["recording", *classes]).sort_values(
         "recording", ignore_index=True)
-    summary = summarise(table, pooled, classes, with_background, {r.id: r for r in recordings})
-    summary["pooling"] = pooling
-    return table, pooled, summary
+    report = summarise(table, pooled, classes, {r.id: r for r in recordings}, options)
+    report.summary.update(pooling=options.pooling.method, models=len(members),
+                          time_shifts=list(options.time_shifts))
+    return report
 
 
-def summarise(table: pd.DataFrame, pooled: pd.DataFrame, classes: list[str], with_background: bool,
-              recordings: dict[str, Recording]) -> dict:
+def summarise(table: pd.DataFrame, pooled: pd.DataFrame, classes: list[str],
+              recordings: dict[str, Recording], options: TestOptions) -> Report:
     scored = pooled[pooled["recording"].map(lambda r: recordings[r].primary in classes)]
-    labels = [[recordings[r].primary] + (recordings[r].background if with_background else [])
-              for r in scored["recording"]]
-    scores = scored[classes].to_numpy()
-    primary = np.asarray([classes.index(recordings[r].primary) for r in scored["recording"]])
-    summary = {
-        "recordings": int(len(table)),
-        "scored": int(len(scored)),
-        "unknown_label": int((~table["known_label"]).sum()),
-        "errors": int((table["error"] != "").sum()),
-        "mlrap": mlrap(target_matrix(labels, classes), scores) if len(scored) else float("nan"),
-        "top1_accuracy": top_k_accuracy(primary, scores, 1) if len(scored) else float("nan"),
-        "top5_accuracy": top_k_accuracy(primary, scores, min(5, len(classes))) if len(scored)
-        else float("nan"),
-        "with_background": with_background,
-    }
-    if summary["unknown_label"]:
-        log.warning("%d recordings have a label the model was not trained on; they are left out "
-                    "of the metrics", summary["unknown_label"])
-    return summary
+    recs = [recordings[r] for r in scored["recording"]]
+    scores = scored[classes].to_numpy(dtype=np.float64)
+    primary = np.asarray([classes.index(r.primary) for r in recs], dtype=int)
+    only_primary = target_matrix([[r.primary] for r in recs], classes)
+    targets = target_matrix([[r.primary, *r.background] for r in recs], classes)
+    if not options.with_background:
+        targets = only_primary
+    unknown = Counter(r.primary for r in recordings.values() if r.primary not in classes)
+    unknown_background = Counter(b for r in recordings.values() for b in r.background
+                                 if b not in classes)
+    summary = {"recordings": int(len(table)), "scored": int(len(scored)), "classes": list(classes),
+               "unknown_label": int(sum(unknown.values())), "unknown_labels": dict(unknown),
+               "unknown_background_labels": dict(unknown_background),
+               "errors": int((table["error"] != "").sum()), "with_background": options.with_background,
+               "f1_threshold": options.f1_threshold}
+    metrics = {key: float("nan") for key in METRICS}
+    classes_table = pd.DataFrame(columns=["class", "support", "predicted", "precision", "recall", "f1",
+                                          "average_precision", "roc_auc"])
+    matrix = np.zeros((len(classes), len(classes)), int)
+    if len(scored):
+        metrics.update(mlrap=mlrap(targets, scores), mlrap_primary=mlrap(only_primary, scores),
+                       top1_accuracy=top_k_accuracy(primary, scores, 1),
+                       top5_accuracy=top_k_accuracy(primary, scores, min(5, len(classes))),
+                       row_micro_f1=row_micro_f1(targets, scores, options.f1_threshold),
+                       padded_cmap=padded_cmap(targets, scores), macro_roc_auc=macro_roc_auc(targets, scores))
+        classes_table = pd.DataFrame(per_class(targets, scores, primary, classes))
+        present = classes_table["support"] > 0
+        metrics["macro_f1"] = float(classes_table.loc[present, "f1"].mean())
+        matrix = confusion(primary, scores, len(classes))
+    summary.update(metrics)
+    if unknown:
+        log.warning("%d recordings have a label the model was not trained on (%s); they are left "
+                    "out of the metrics", sum(unknown.values()), ", ".join(sorted(unknown)[:5]))
+    return Report(table, pooled, classes_table, matrix, summary, classes, targets, primary, scores)
 
 
-def write_report(out_dir: str | Path, table: pd.DataFrame, pooled: pd.DataFrame, summary: dict) -> None:
+def write_report(out_dir: str | Path, report: Report, plots: bool = True) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "per_recording.csv", table.to_csv(index=False))
-    atomic_write_text(out_dir / "scores.csv", pooled.to_csv(index=False, float_format="%.6f"))
-    atomic_write_json(out_dir / "summary.json", summary)
-    atomic_write_text(out_dir / "summary.txt", summary_line(summary) + "\n")
+    atomic_write_text(out_dir / "per_recording.csv", report.table.to_csv(index=False))
+    atomic_write_text(out_dir / "scores.csv", report.scores.to_csv(index=False, float_format="%.6f"))
+    atomic_write_text(out_dir / "per_class.csv", report.per_class.to_csv(index=False, float_format="%.4f"))
+    confusion_table = pd.DataFrame(report.confusion, index=report.classes, columns=report.classes)
+    atomic_write_text(out_dir / "confusion.csv", confusion_table.to_csv(index_label="true \\ predicted"))
+    atomic_write_json(out_dir / "summary.json", report.summary)
+    atomic_write_text(out_dir / "summary.txt", summary_text(report.summary) + "\n")
+    if plots and len(report.primary):
+        from utils.report_plots import plot_report
+
+        plot_report(report, out_dir)
 
 
 def summary_line(summary: dict) -> str:
     return (f"MLRAP: {summary['mlrap']:.4f}  top-1 accuracy: {summary['top1_accuracy']:.4f}  "
             f"top-5 accuracy: {summary['top5_accuracy']:.4f}  "
             f"({summary['scored']} of {summary['recordings']} recordings scored)")
+
+
+def summary_text(summary: dict) -> str:
+    """The summary line, then every metric on its own line (summary.txt)."""
+    lines = [summary_line(summary)]
+    lines += [f"  {label:<22} {summary.get(key, float('nan')):.4f}" for key, label in METRICS.items()]
+    if summary.get("unknown_label"):
+        lines.append(f"  {summary['unknown_label']} recordings with labels the model does not know "
+                     f"(left out): {', '.join(sorted(summary['unknown_labels']))}")
+    if summary.get("errors"):
+        lines.append(f"  {summary['errors']} recordings could not be scored (see per_recording.csv)")
+    return "\n".join(lines)
+
+
+def compare_reports(a: str | Path, b: str | Path, top: int = 5) -> str:
+    """Side-by-side table of two report folders' metrics, then the classes whose F1 changed most."""
+    from utils.fileio import read_json
+
+    left, right = read_json(Path(a) / "summary.json"), read_json(Path(b) / "summary.json")
+    width = max(len(str(a)), len(str(b)), 12)
+    lines = [f"{'metric':<22} {Path(a).parent.name or str(a):>{width}} "
+             f"{Path(b).parent.name or str(b):>{width}} {'change':>8}"]
+    for key, label in METRICS.items():
+        x, y = left.get(key, float("nan")), right.get(key, float("nan"))
+        lines.append(f"{label:<22} {x:>{width}.4f} {y:>{width}.4f} {y - x:>+8.4f}")
+    for key in ("scored", "recordings", "models", "pooling"):
+        lines.append(f"{key:<22} {str(left.get(key, '')):>{width}} {str(right.get(key, '')):>{width}}")
+    per_a, per_b = Path(a) / "per_class.csv", Path(b) / "per_class.csv"
+    if per_a.exists() and per_b.exists():
+        joined = pd.read_csv(per_a).merge(pd.read_csv(per_b), on="class", suffixes=("_a", "_b"))
+        joined["change"] = joined["f1_b"] - joined["f1_a"]
+        joined = joined.reindex(joined["change"].abs().sort_values(ascending=False).index)
+        changed = joined[joined["change"] != 0].head(top)
+        if len(changed):
+            lines.append(f"largest per-class F1 changes (of {len(joined)} classes):")
+            lines += [f"  {row['class']:<20} {row['f1_a']:.3f} -> {row['f1_b']:.3f}"
+                      for _, row in changed.iterrows()]
+    return "\n".join(lines)

@@ -27,12 +27,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("bioacoustics")
 
 
-def file_images(path: str | Path, params: SpecParams, pad_short: bool = False
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """All chunk images of one file (float32 in [0, 1]) and their start times in seconds."""
+def file_images(path: str | Path, params: SpecParams, pad_short: bool = False,
+                shifts: tuple[float, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """All chunk images of one file (float32 in [0, 1]) and their start times in seconds.
+
+    ``shifts`` (seconds) add the chunks of the grid moved by each offset (test-time augmentation);
+    an offset that leaves less than one chunk of audio adds nothing.
+    """
     signal = _emphasise(load_audio(path, params.sample_rate, params.channel), params)
     chunks, starts = split_chunks(signal, params, pad_short=pad_short)
-    return chunk_images(chunks, params), starts
+    images, all_starts = [chunk_images(chunks, params)], [starts]
+    for shift in shifts:
+        offset = int(round(shift * params.sample_rate))
+        if offset <= 0 or len(signal) - offset < params.chunk_samples:
+            continue
+        chunks, starts = split_chunks(signal[offset:], params)
+        images.append(chunk_images(chunks, params))
+        all_starts.append(starts + offset / params.sample_rate)
+    return np.concatenate(images), np.concatenate(all_starts)
 
 
 def _emphasise(signal: np.ndarray, params: SpecParams) -> np.ndarray:
@@ -218,6 +230,11 @@ class Selection:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def random(self) -> bool:
+        """Whether the seed decides anything (a per-file cap or a share of noise chunks)."""
+        return self.max_per_file > 0 or self.noise_fraction < 1.0
 
 
 def choose_chunks(recording: str, s2n: np.ndarray, selection: Selection, quota: int = 0

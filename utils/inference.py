@@ -21,9 +21,10 @@ class FileScores:
     error: str = ""
 
 
-def _images_for(path: str, params: SpecParams) -> tuple[str, np.ndarray | None, np.ndarray, str]:
+def _images_for(path: str, params: SpecParams, shifts: tuple[float, ...] = ()
+                ) -> tuple[str, np.ndarray | None, np.ndarray, str]:
     try:
-        images, starts = file_images(path, params, pad_short=True)
+        images, starts = file_images(path, params, pad_short=True, shifts=shifts)
     except AudioError as exc:
         return path, None, np.zeros(0), exc.reason
     if len(images) == 0:
@@ -33,8 +34,12 @@ def _images_for(path: str, params: SpecParams) -> tuple[str, np.ndarray | None, 
 
 
 def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_size: int = 128,
-                workers: int = 1) -> Iterator[FileScores]:
-    """Yield one FileScores per path (errors included); files are batched together for the model."""
+                workers: int = 1, shifts: tuple[float, ...] = ()) -> Iterator[FileScores]:
+    """Yield one FileScores per path (errors included); files are batched together for the model.
+
+    ``shifts``: test-time augmentation, the chunks of the grid moved by these offsets (seconds)
+    are scored too (see :func:`utils.extract.file_images`).
+    """
     paths = [str(p) for p in paths]
     pending: list[tuple[str, np.ndarray, np.ndarray]] = []
 
@@ -48,7 +53,7 @@ def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_si
             offset += len(imgs)
         pending.clear()
 
-    for path, images, starts, error in map_jobs(_images_for, paths, workers, params):
+    for path, images, starts, error in map_jobs(_images_for, paths, workers, params, tuple(shifts)):
         if images is None:
             yield FileScores(path, starts, None, error)
             continue
@@ -57,3 +62,70 @@ def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_si
             yield from flush()
     if pending:
         yield from flush()
+
+
+@dataclass
+class Member:
+    """One model of an ensemble, its columns put in the ensemble's class order."""
+
+    model: object
+    meta: dict
+    weight: float
+    columns: np.ndarray  # ensemble class i is this model's output column columns[i]
+
+    @property
+    def params(self) -> SpecParams:
+        return SpecParams.from_dict(self.meta["spec"])
+
+
+def load_ensemble(paths: list[str | Path], weights: list[float] | None = None
+                  ) -> tuple[list[Member], list[str]]:
+    """Models whose scores are averaged (weights normalised to sum 1); (members, class list).
+
+    Every model must know the same classes (in any order); each keeps its own spectrogram
+    settings, so models trained on other chunk lengths or bands can be combined.
+    """
+    from utils.model_io import load_model
+
+    if not paths:
+        raise ValueError("no model to test")
+    weights = list(weights) if weights else [1.0] * len(paths)
+    if len(weights) != len(paths) or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"TEST_MODEL_WEIGHTS needs {len(paths)} non-negative weights, got {weights}")
+    members, classes = [], None
+    for path, weight in zip(paths, weights):
+        model, meta = load_model(path)
+        if classes is None:
+            classes = list(meta["classes"])
+        elif sorted(meta["classes"]) != sorted(classes):
+            differ = sorted(set(meta["classes"]) ^ set(classes))
+            raise ValueError(f"{path} knows other classes than {paths[0]} (differ in: "
+                             f"{', '.join(differ[:5])}); an ensemble needs one class list")
+        columns = np.array([list(meta["classes"]).index(c) for c in classes])
+        members.append(Member(model, meta, weight / sum(weights), columns))
+    return members, classes
+
+
+def ensemble_scores(members: list[Member], paths: list[str], pooling, batch_size: int = 128,
+                    workers: int = 1, shifts: tuple[float, ...] = ()
+                    ) -> dict[str, tuple[np.ndarray | None, int, str]]:
+    """path -> (pooled scores weighted over models or None, chunks scored, error).
+
+    Each model scores every file with its own spectrogram settings; its chunk scores are pooled
+    per file first, so models with different chunk grids combine at the recording level.
+    """
+    from tqdm import tqdm
+
+    out: dict[str, tuple[np.ndarray | None, int, str]] = {p: (None, 0, "") for p in paths}
+    for number, member in enumerate(members, 1):
+        desc = "scoring" if len(members) == 1 else f"scoring (model {number}/{len(members)})"
+        results = score_files(member.model, member.params, paths, batch_size, workers, shifts)
+        for result in tqdm(results, total=len(paths), desc=desc, unit="file"):
+            total, chunks, error = out[result.path]
+            if result.scores is None or error:
+                out[result.path] = (None, chunks, error or result.error)
+                continue
+            pooled = member.weight * pooling(result.scores[:, member.columns])
+            out[result.path] = (pooled if total is None else total + pooled,
+                                max(chunks, len(result.scores)), "")
+    return out

@@ -46,8 +46,8 @@ def run_dir(s: Settings) -> Path:
     return Path(s["RUNS_DIR"]) / s["RUN_NAME"]
 
 
-def model_file(s: Settings) -> Path:
-    return Path(s["TEST_MODEL"]) if s["TEST_MODEL"] else run_dir(s) / "best.keras"
+def model_files(s: Settings) -> list[Path]:
+    return [Path(p) for p in s["TEST_MODELS"]] or [run_dir(s) / "best.keras"]
 
 
 # ---------------------------------------------------------------- step 1
@@ -60,7 +60,8 @@ def sort_step(s: Settings) -> dict:
     skipped: list[dict] = []
     if fmt == "csv":
         items, skipped = scan_csv(raw, s["CSV_PATH_COLUMN"], s["CSV_LABEL_COLUMN"],
-                                  s["CSV_SECONDARY_COLUMN"], s["CSV_SPLIT_COLUMN"])
+                                  s["CSV_SECONDARY_COLUMN"], s["CSV_SPLIT_COLUMN"],
+                                  group_column=s["CSV_GROUP_COLUMN"])
     else:
         items = scan_folders(raw)
     if not items:
@@ -78,7 +79,10 @@ def sort_step(s: Settings) -> dict:
 
 def store_settings(s: Settings) -> dict:
     """What a store's content depends on; its fingerprint names the store folder."""
-    return {"spec": SpecParams.from_settings(s).to_dict(), "selection": selection(s).to_dict(),
+    chosen = selection(s).to_dict()
+    if not selection(s).random and s["MAX_CHUNKS_PER_CLASS"] <= 0:
+        del chosen["seed"]  # nothing is drawn at random: training seeds share one store
+    return {"spec": SpecParams.from_settings(s).to_dict(), "selection": chosen,
             "max_chunks_per_class": s["MAX_CHUNKS_PER_CLASS"], "segment_length": s["SEGMENT_LENGTH"],
             "dataset": str(Path(s["DATASET_DIR"]).resolve())}
 
@@ -154,7 +158,8 @@ def problem_table(problems: list[dict], limit: int = 10) -> list[str]:
 
 # ---------------------------------------------------------------- step 3
 
-def train_step(s: Settings) -> dict:
+def train_step(s: Settings, splits: Mapping[str, str] | None = None) -> dict:
+    """Train on the store; ``splits`` (recording id -> train/val) replaces the dataset's split."""
     use_backend(s["KERAS_BACKEND"])
     from utils.store import Store
     from utils.training import TrainOptions, train_model
@@ -164,30 +169,70 @@ def train_step(s: Settings) -> dict:
     out = run_dir(s)
     save_settings(s, out / "config.json")
     result = train_model(store, background, out, TrainOptions.from_settings(s),
-                         extra_meta={"run": s["RUN_NAME"], "store": str(store.root)})
+                         extra_meta={"run": s["RUN_NAME"], "store": str(store.root)}, splits=splits)
     atomic_write_json(out / "train_summary.json", result)
     return result
 
 
 # ---------------------------------------------------------------- step 4
 
-def test_step(s: Settings) -> dict:
+def test_step(s: Settings, out: Path | None = None, recordings=None) -> dict:
+    """Score the TEST_SPLIT recordings (or ``recordings``) and write the report to ``out``
+    (default RUNS_DIR/RUN_NAME/test-<split>)."""
     use_backend(s["KERAS_BACKEND"])
-    from utils.evaluation import evaluate_recordings, write_report
-    from utils.model_io import load_model
+    from utils.evaluation import TestOptions, evaluate_recordings, write_report
+    from utils.inference import load_ensemble
 
-    model, meta = load_model(model_file(s))
-    _note_spec_differences(meta, s)
-    recordings = load_recordings(s["DATASET_DIR"], s["TEST_SPLIT"])
+    members, classes = load_ensemble(model_files(s), s["TEST_MODEL_WEIGHTS"])
+    for member in members:
+        _note_spec_differences(member.meta, s)
+    if recordings is None:
+        recordings = load_recordings(s["DATASET_DIR"], s["TEST_SPLIT"])
     if not recordings:
         raise ValueError(f"no recordings in the {s['TEST_SPLIT']!r} split of {s['DATASET_DIR']}")
-    table, pooled, summary = evaluate_recordings(
-        model, meta, recordings, s["DATASET_DIR"], s["POOLING"], s["TEST_WITH_BACKGROUND"],
-        batch_size=s["PREDICT_BATCH_SIZE"], workers=worker_count(s["SPEC_WORKERS"]))
-    summary.update(split=s["TEST_SPLIT"], model=str(model_file(s)))
-    out = run_dir(s) / f"test-{s['TEST_SPLIT']}"
-    write_report(out, table, pooled, summary)
-    summary["report"] = str(out)
+    report = evaluate_recordings(members, classes, recordings, s["DATASET_DIR"],
+                                 TestOptions.from_settings(s, worker_count(s["SPEC_WORKERS"])))
+    report.summary.update(split=s["TEST_SPLIT"] if out is None else out.name,
+                          model=[str(p) for p in model_files(s)])
+    out = out or run_dir(s) / f"test-{s['TEST_SPLIT']}"
+    write_report(out, report)
+    report.summary["report"] = str(out)
+    return report.summary
+
+
+def evaluate_step(s: Settings, folds: int = 0) -> dict:
+    """Train then test (or K-fold cross-validation); append a row to RUNS_DIR/experiments.csv."""
+    from utils.experiments import append_experiment, experiment_row
+
+    if folds:
+        result = crossval_step(s, folds)
+        row = experiment_row(s, result, result["train_seconds"], f"{folds}-fold")
+    else:
+        trained = train_step(s)
+        result = {"train": trained, "test": test_step(s)}
+        row = experiment_row(s, result["test"], trained["train_seconds"], s["TEST_SPLIT"])
+    append_experiment(Path(s["RUNS_DIR"]) / "experiments.csv", row)
+    return result
+
+
+def crossval_step(s: Settings, folds: int) -> dict:
+    """K runs RUN_NAME/fold<k>, each trained on the other folds, selected and tested on its own;
+    the mean and spread of the metrics go to RUN_NAME/crossval.json."""
+    from utils.experiments import fold_splits, fold_summary
+
+    recordings = load_recordings(s["DATASET_DIR"])
+    results, seconds = [], 0.0
+    for k, splits in enumerate(fold_splits(recordings, folds, s["SEED"]), 1):
+        fold = s.replace(f"fold {k}", RUN_NAME=f"{s['RUN_NAME']}/fold{k}")
+        log.info("cross-validation fold %d of %d: %d training, %d held-out recordings", k, folds,
+                 sum(v == "train" for v in splits.values()), sum(v == "val" for v in splits.values()))
+        seconds += train_step(fold, splits)["train_seconds"]
+        held_out = [r for r in recordings if splits.get(r.id) == "val"]
+        results.append(test_step(fold, out=run_dir(fold) / "test-fold", recordings=held_out))
+    summary = {**fold_summary(results), "train_seconds": round(seconds, 1),
+               "per_fold": [{k: r[k] for k in ("mlrap", "top1_accuracy", "scored", "report")}
+                            for r in results]}
+    atomic_write_json(run_dir(s) / "crossval.json", summary)
     return summary
 
 
@@ -217,34 +262,45 @@ def submission_files(s: Settings) -> dict[str, Path]:
 def submission_step(s: Settings) -> dict:
     use_backend(s["KERAS_BACKEND"])
     import numpy as np
-    from tqdm import tqdm
 
-    from utils.inference import score_files
-    from utils.model_io import load_model
-    from utils.pooling import pool
+    from utils.inference import ensemble_scores, load_ensemble
+    from utils.pooling import Pooling
     from utils.writers import check_topn_csv, topn_table, write_topn_csv
 
-    model, meta = load_model(model_file(s))
+    members, classes = load_ensemble(model_files(s), s["TEST_MODEL_WEIGHTS"])
     files = submission_files(s)
     if not files:
         raise ValueError("no audio files to score")
     ids = {str(p): rec for rec, p in files.items()}
-    params = SpecParams.from_dict(meta["spec"])
+    results = ensemble_scores(members, list(ids), Pooling.from_settings(s), s["PREDICT_BATCH_SIZE"],
+                              worker_count(s["SPEC_WORKERS"]), tuple(s["TEST_TIME_SHIFTS"]))
     scored, errors = {}, []
-    results = score_files(model, params, files.values(), s["PREDICT_BATCH_SIZE"],
-                          worker_count(s["SPEC_WORKERS"]))
-    for result in tqdm(results, total=len(files), desc="scoring", unit="file"):
-        if result.scores is None:
-            errors.append({"file": result.path, "reason": result.error})
-            log.warning("skipped %s: %s", result.path, result.error)
+    for path, (scores, _, error) in results.items():
+        if scores is None:
+            errors.append({"file": path, "reason": error})
+            log.warning("skipped %s: %s", path, error)
             continue
-        scored[ids[result.path]] = pool(result.scores, s["POOLING"])
+        scored[ids[path]] = scores
     names = sorted(scored)
-    table = topn_table(names, np.array([scored[n] for n in names]), meta["classes"],
-                       s["SUBMISSION_TOP_N"])
+    table = topn_table(names, np.array([scored[n] for n in names]), classes, s["SUBMISSION_TOP_N"])
     out = Path(s["SUBMISSION_FILE"]) if s["SUBMISSION_FILE"] else run_dir(s) / "submission.csv"
     write_topn_csv(out, table)
-    problems = check_topn_csv(out, meta["classes"], s["SUBMISSION_TOP_N"])
+    problems = check_topn_csv(out, classes, s["SUBMISSION_TOP_N"])
     if problems:
         raise ValueError(f"{out} failed its check: {problems[:3]}")
     return {"file": str(out), "recordings": len(names), "skipped": errors}
+
+
+def report_folder(s: Settings, name: str) -> Path:
+    """A test report folder from a report folder, a run folder or a run name (for --compare)."""
+    for candidate in (Path(name), Path(s["RUNS_DIR"]) / name):
+        if (candidate / "summary.json").is_file():
+            return candidate
+        preferred = candidate / f"test-{s['TEST_SPLIT']}"
+        if (preferred / "summary.json").is_file():
+            return preferred
+        reports = sorted(p.parent for p in candidate.glob("test-*/summary.json"))
+        if len(reports) == 1:
+            return reports[0]
+    raise FileNotFoundError(f"no test report found for {name!r} (looked for summary.json in it, "
+                            f"in its test-{s['TEST_SPLIT']}/ folder and under {s['RUNS_DIR']})")

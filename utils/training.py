@@ -23,6 +23,7 @@ from utils.losses import make_loss
 from utils.metrics import target_matrix
 from utils.model_io import save_model
 from utils.models import ModelOptions, build_model
+from utils.pooling import Pooling
 from utils.schedules import EpochSchedule, check_schedule, make_optimizer
 from utils.store import Store
 from utils.transfer import blend_targets, start_from, teacher_scores
@@ -75,6 +76,11 @@ class TrainOptions:
     mixed_precision: str = "off"
     dense_units: int = 512
     data_parallel: bool = True
+    pooling_top_k: int = 3
+    pooling_alpha: float = 5.0
+
+    def pooler(self) -> Pooling:
+        return Pooling(self.pooling, self.pooling_top_k, self.pooling_alpha)
 
     def model_options(self) -> ModelOptions:
         return ModelOptions(filters=self.filters, kernel_sizes=self.kernel_sizes,
@@ -90,7 +96,8 @@ class TrainOptions:
                    batch_size=s["BATCH_SIZE"], learning_rate=s["LEARNING_RATE"],
                    weight_decay=s["WEIGHT_DECAY"], snapshot_epochs=s["SNAPSHOT_EPOCHS"],
                    select_metric=s["SELECT_METRIC"], early_stopping=s["EARLY_STOPPING"],
-                   pooling=s["POOLING"], seed=s["SEED"],
+                   pooling=s["POOLING"], pooling_top_k=s["POOLING_TOP_K"],
+                   pooling_alpha=s["POOLING_ALPHA"], seed=s["SEED"],
                    augmentation=tuple(sorted(s["AUGMENTATION"].items())),
                    augmentation_probability=s["AUGMENTATION_PROBABILITY"],
                    augmentation_count=s["AUGMENTATION_COUNT"], optimizer=s["OPTIMIZER"],
@@ -122,10 +129,9 @@ class ChunkSet:
         return len(self.rows)
 
 
-def select_chunks(store: Store, split: str, classes: list[str], background: Mapping[str, list[str]],
+def select_chunks(index, split: str, classes: list[str], background: Mapping[str, list[str]],
                   multi_label: bool) -> ChunkSet:
-    """Signal chunks of one split whose primary label the model knows."""
-    index = store.index
+    """Signal chunks of one split (of a store's index) whose primary label the model knows."""
     chosen = index[(index["split"] == split) & ~index["noise"] & index["label"].isin(classes)]
     labels = [[label] + list(background.get(rec, [])) for rec, label in
               zip(chosen["recording"], chosen["label"])]
@@ -135,10 +141,13 @@ def select_chunks(store: Store, split: str, classes: list[str], background: Mapp
 
 
 def train_model(store: Store, background: Mapping[str, list[str]], run_dir: str | Path,
-                options: TrainOptions, extra_meta: dict | None = None) -> dict:
+                options: TrainOptions, extra_meta: dict | None = None,
+                splits: Mapping[str, str] | None = None) -> dict:
     """Train on the store's train split, select on its val split; write models and logs to run_dir.
 
-    MIXED_PRECISION and data parallelism apply to this run only (Keras keeps them globally).
+    ``splits`` (recording id -> "train"/"val"/other) replaces the store's own splits, as
+    cross-validation folds do; recordings it leaves out are not used. MIXED_PRECISION and data
+    parallelism apply to this run only (Keras keeps them globally).
     """
     previous_policy = keras.config.dtype_policy()
     previous_distribution = keras.distribution.distribution() if _has_distribution() else None
@@ -147,7 +156,7 @@ def train_model(store: Store, background: Mapping[str, list[str]], run_dir: str 
             keras.config.set_dtype_policy(f"mixed_{options.mixed_precision}")
         if options.data_parallel:
             use_data_parallel()
-        return _train(store, background, run_dir, options, extra_meta)
+        return _train(store, background, run_dir, options, extra_meta, splits)
     finally:
         keras.config.set_dtype_policy(previous_policy)
         if _has_distribution():
@@ -171,18 +180,21 @@ def use_data_parallel() -> int:
 
 
 def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Path,
-           options: TrainOptions, extra_meta: dict | None = None) -> dict:
+           options: TrainOptions, extra_meta: dict | None = None,
+           splits: Mapping[str, str] | None = None) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(options.seed)
     index = store.index
+    if splits is not None:
+        index = index.assign(split=index["recording"].map(splits).fillna("unused"))
     train_index = index[(index["split"] == "train") & ~index["noise"]]
     classes = sorted(train_index["label"].unique().tolist())
     if len(classes) < 2:
         raise ValueError(f"need at least 2 classes with training chunks, found {len(classes)}; "
                          "check SIGNAL_THRESHOLD and the dataset")
-    train = select_chunks(store, "train", classes, background, options.multi_label)
-    val = select_chunks(store, "val", classes, background, options.multi_label)
+    train = select_chunks(index, "train", classes, background, options.multi_label)
+    val = select_chunks(index, "val", classes, background, options.multi_label)
     spec = store.settings["spec"]
     log.info("training on %d chunks (%d recordings), validating on %d chunks (%d recordings), "
              "%d classes", len(train), len(set(train.recordings)), len(val), len(set(val.recordings)),
@@ -251,7 +263,7 @@ def run_callbacks(store: Store, val: ChunkSet, classes: list[str], options: Trai
         keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True)]
     if len(val):
         val_batches = ChunkBatches(store, val.shards, val.rows, val.targets, options.batch_size * 4)
-        callbacks.append(RecordingValidation(val_batches, val, classes, options.pooling,
+        callbacks.append(RecordingValidation(val_batches, val, classes, options.pooler(),
                                              options.multi_label))
     callbacks += [LearningRateLog(), saver,
                   keras.callbacks.CSVLogger(str(run_dir / "train_log.csv"), append=True),

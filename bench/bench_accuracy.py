@@ -1,0 +1,74 @@
+"""Accuracy on InsectSet32: train from scratch on the official train split, select on validation,
+report file-level top-1 accuracy on test, for several seeds. Headline: the mean over seeds.
+
+    python bench/bench_accuracy.py                 # 3 seeds, the full default recipe
+    python bench/bench_accuracy.py --quick         # 1 seed, 1 epoch: checks the chain runs
+    python bench/bench_accuracy.py --set EPOCHS=40 # any setting, as with the scripts
+
+Each seed is a separate run folder (RUN_NAME-seed<N>) so its reports stay for inspection; the
+sorted dataset and the spectrogram store are shared between seeds and reused when present.
+"""
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import click  # noqa: E402
+import numpy as np  # noqa: E402
+
+from utils import steps  # noqa: E402
+from utils.cli import settings_from_cli  # noqa: E402
+from utils.log import setup_logging  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = 0.80
+
+
+@click.command()
+@click.option("--config", "config_file", default=str(REPO / "configs" / "insectset32.py"),
+              show_default=True, help="Settings override file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting.")
+@click.option("--seeds", default="1,2,3", show_default=True, help="Comma-separated training seeds.")
+@click.option("--quick", is_flag=True, help="One seed, one epoch, a subset of chunks (under a minute).")
+def main(config_file, overrides, seeds, quick):
+    if quick:
+        overrides = (*overrides, "EPOCHS=1", "MAX_CHUNKS_PER_CLASS=12", "RUN_NAME=bench-quick")
+        seeds = seeds.split(",")[0]
+    s = settings_from_cli(config_file, overrides)
+    if not Path(s.RAW_DATA).exists():
+        click.echo(f"InsectSet32 not found at {s.RAW_DATA}; nothing to measure")
+        click.echo(f"RESULT insectset32_top1 nan target {TARGET}")
+        return
+    setup_logging("WARNING", None)
+    if not (Path(s.DATASET_DIR) / "metadata").is_dir():
+        steps.sort_step(s)
+    steps.spec_step(s)  # resumes: a complete store is reused as is
+    rows = []
+    for seed in [int(x) for x in seeds.split(",")]:
+        run = s.replace(SEED=seed, RUN_NAME=f"{s.RUN_NAME}-seed{seed}")
+        trained = steps.train_step(run)
+        tested = steps.test_step(run)
+        rows.append({"seed": seed, "top1": tested["top1_accuracy"], "mlrap": tested["mlrap"],
+                     "train_seconds": trained["train_seconds"], "epochs": trained["epochs"],
+                     "best_epoch": trained["best_epoch"]})
+        click.echo(f"seed {seed}: test top-1 {tested['top1_accuracy']:.4f}  MLRAP {tested['mlrap']:.4f}  "
+                   f"({trained['epochs']} epochs, best {trained['best_epoch']}, "
+                   f"{trained['train_seconds']:.0f} s)")
+    top1 = np.array([r["top1"] for r in rows])
+    summary = {"mean_top1": float(top1.mean()), "std_top1": float(top1.std()), "runs": rows,
+               "overrides": list(overrides), "machine": f"{platform.processor() or platform.machine()}, "
+               f"{os.cpu_count()} cores", "backend": os.environ.get("KERAS_BACKEND", "tensorflow")}
+    out = Path(s.RUNS_DIR) / f"{s.RUN_NAME}-accuracy.json"
+    out.write_text(json.dumps(summary, indent=2))
+    click.echo(f"test top-1 mean {top1.mean():.4f} +- {top1.std():.4f} over {len(rows)} seed(s); "
+               f"{out}")
+    click.echo(f"RESULT insectset32_top1 {top1.mean():.4f} target {TARGET}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Step 4: ensembles, test-time shifts, unknown labels, report files and plots, --compare,
+cross-validation and the experiments table, on a tiny trained model."""
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import TINY, make_settings
+from tests.test_pipeline import script
+from utils import steps
+from utils.dataset import Recording, load_recordings
+from utils.experiments import append_experiment, fold_splits
+from utils.extract import file_images
+from utils.spectrogram import SpecParams
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_raw):
+    """A sorted tiny dataset, its store and one run trained for 3 epochs (best and last models)."""
+    root = tmp_path_factory.mktemp("evaluation")
+    s = make_settings(root, *TINY, f"RAW_DATA={tiny_raw}", "LEARNING_RATE=0.003", "SEED=3")
+    steps.sort_step(s)
+    steps.spec_step(s)
+    steps.train_step(s)
+    return s
+
+
+def test_report_has_every_metric_table_and_readable_plots(trained):
+    summary = steps.test_step(trained)
+    out = Path(summary["report"])
+    for key in ("mlrap", "mlrap_primary", "top1_accuracy", "top5_accuracy", "row_micro_f1",
+                "padded_cmap", "macro_roc_auc", "macro_f1"):
+        assert 0 <= summary[key] <= 1, key
+    per_class = pd.read_csv(out / "per_class.csv")
+    classes = sorted(per_class["class"])
+    assert len(per_class) == 3 and per_class["support"].sum() == summary["scored"]
+    confusion = pd.read_csv(out / "confusion.csv", index_col=0)
+    assert confusion.to_numpy().sum() == summary["scored"]
+    # the confusion matrix agrees with the per-recording table
+    table = pd.read_csv(out / "per_recording.csv")
+    assert np.trace(confusion.to_numpy()) == table["correct"].sum()
+    assert summary["top1_accuracy"] == pytest.approx(table["correct"].mean())
+    for name in ("confusion_matrix", "class_ap", "pr_curves", "score_histogram"):
+        data = (out / f"{name}.png").read_bytes()
+        assert data[:8] == PNG and len(data) > 10_000, name
+    assert "row-wise micro F1" in (out / "summary.txt").read_text()
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["unknown_label"] == 0 and saved["unknown_labels"] == {} and saved["classes"] == classes
+
+
+def test_ensemble_is_the_weighted_mean_of_its_members(trained, tmp_path):
+    run = steps.run_dir(trained)
+    best, last = str(run / "best.keras"), str(run / "last.keras")
+    reports = {}
+    for name, models, weights in (("best", [best], []), ("last", [last], []),
+                                  ("both", [best, last], [3.0, 1.0])):
+        s = trained.replace(TEST_MODELS=models, TEST_MODEL_WEIGHTS=weights, POOLING="mean")
+        summary = steps.test_step(s, out=tmp_path / name)
+        assert summary["models"] == len(models)
+        reports[name] = pd.read_csv(tmp_path / name / "scores.csv").set_index("recording")
+    expected = 0.75 * reports["best"] + 0.25 * reports["last"]
+    assert np.allclose(reports["both"].to_numpy(), expected.to_numpy(), atol=2e-6)
+
+    with pytest.raises(ValueError, match="TEST_MODEL_WEIGHTS"):
+        steps.test_step(trained.replace(TEST_MODELS=[best, last], TEST_MODEL_WEIGHTS=[1.0]))
+
+
+def test_ensemble_refuses_models_with_other_classes(trained, tmp_path):
+    from utils.model_io import load_model, save_model
+
+    model, meta = load_model(steps.run_dir(trained) / "best.keras")
+    other = tmp_path / "other.keras"
+    save_model(model, other, {**meta, "classes": ["x", "y", "z"]})
+    s = trained.replace(TEST_MODELS=[str(steps.run_dir(trained) / "best.keras"), str(other)])
+    with pytest.raises(ValueError, match="other classes"):
+        steps.test_step(s)
+
+
+def test_time_shifts_add_the_shifted_chunk_grid(trained, tmp_path):
+    path = load_recordings(trained.DATASET_DIR, "val")[0].path(trained.DATASET_DIR)
+    params = SpecParams.from_settings(trained)
+    plain, starts = file_images(path, params)
+    shifted, shifted_starts = file_images(path, params, shifts=(0.25,))
+    extra = len(shifted) - len(plain)
+    assert extra > 0 and np.allclose(shifted_starts[len(plain):], starts[:extra] + 0.25)
+    # a shifted chunk is the chunk that starts 0.25 s later in the file
+    import soundfile as sf
+
+    audio, rate = sf.read(path, dtype="float32")
+    trimmed = tmp_path / "trimmed.wav"
+    sf.write(trimmed, audio[int(0.25 * rate):], rate)
+    assert np.allclose(shifted[len(plain):], file_images(trimmed, params)[0][:extra], atol=1e-4)
+
+    with_tta = steps.test_step(trained.replace(TEST_TIME_SHIFTS=[0.25, 0.5]), out=tmp_path / "tta")
+    without = steps.test_step(trained, out=tmp_path / "plain")
+    chunks = [pd.read_csv(tmp_path / n / "per_recording.csv")["chunks"] for n in ("tta", "plain")]
+    assert (chunks[0] > chunks[1]).all() and with_tta["time_shifts"] == [0.25, 0.5]
+    assert without["time_shifts"] == []
+
+
+def test_unknown_labels_are_counted_and_left_out(trained, tmp_path):
+    dataset = tmp_path / "dataset"
+    shutil.copytree(trained.DATASET_DIR, dataset, symlinks=True)
+    rec = load_recordings(dataset, "val")[0]
+    stranger = Recording(**{**asdict(rec), "id": "stranger", "primary": "Zebra finch"})
+    (dataset / "metadata" / "stranger.json").write_text(json.dumps(asdict(stranger)))
+    summary = steps.test_step(trained.replace(DATASET_DIR=str(dataset)), out=tmp_path / "report")
+    assert summary["unknown_label"] == 1 and summary["unknown_labels"] == {"Zebra finch": 1}
+    assert summary["recordings"] == summary["scored"] + 1
+    table = pd.read_csv(tmp_path / "report" / "per_recording.csv").set_index("recording")
+    assert not table.loc["stranger", "known_label"]
+    assert "Zebra finch" in (tmp_path / "report" / "summary.txt").read_text()
+
+
+def test_compare_prints_two_runs_side_by_side(trained, tmp_path):
+    steps.test_step(trained)
+    other = steps.test_step(trained.replace(POOLING="max"), out=tmp_path / "max")
+    result = CliRunner().invoke(script("test").main, [
+        "--set", f"RUNS_DIR={trained.RUNS_DIR}", "--compare", trained.RUN_NAME, str(tmp_path / "max")])
+    assert result.exit_code == 0, result.output
+    line = next(l for l in result.output.splitlines() if l.startswith("top-1 accuracy"))
+    mine = json.loads((steps.run_dir(trained) / "test-val" / "summary.json").read_text())
+    assert f"{mine['top1_accuracy']:.4f}" in line and f"{other['top1_accuracy']:.4f}" in line
+    missing = CliRunner().invoke(script("test").main, ["--compare", "nope", str(tmp_path / "max")])
+    assert missing.exit_code == 1 and "no test report found for 'nope'" in missing.output
+
+
+def test_cross_validation_trains_each_fold_and_logs_the_experiment(trained):
+    s = trained.replace(EPOCHS=1, RUN_NAME="cv")
+    result = steps.evaluate_step(s, folds=2)
+    assert result["folds"] == 2 and len(result["per_fold"]) == 2
+    held_out = [pd.read_csv(Path(f["report"]) / "per_recording.csv")["recording"] for f in result["per_fold"]]
+    pool = {r.id for r in load_recordings(s.DATASET_DIR) if r.split in ("train", "val")}
+    assert set(held_out[0]).isdisjoint(held_out[1]) and set(held_out[0]) | set(held_out[1]) == pool
+    assert result["top1_accuracy"] == pytest.approx(np.mean([f["top1_accuracy"] for f in result["per_fold"]]))
+    assert json.loads((steps.run_dir(s) / "crossval.json").read_text())["folds"] == 2
+    table = pd.read_csv(Path(s.RUNS_DIR) / "experiments.csv")
+    row = table[table["run"] == "cv"].iloc[-1]
+    assert row["folds"] == 2 and row["split"] == "2-fold" and row["epochs"] == 1
+    assert row["top1_accuracy"] == pytest.approx(result["top1_accuracy"], abs=1e-4)
+
+
+def _rec(rid, label, split="train", group=""):
+    return Recording(rid, label, [], split, f"{rid}.wav", "", 1.0, 16000, 1, group)
+
+
+def test_fold_splits_keep_groups_together_and_test_out():
+    recs = [_rec(f"{label}{i}", label, group=f"site{i % 3}") for label in "abc" for i in range(6)]
+    recs.append(_rec("t0", "a", split="test"))
+    folds = fold_splits(recs, 3, seed=0)
+    assert len(folds) == 3
+    for split in folds:
+        assert "t0" not in split
+        for site in ("site0", "site1", "site2"):
+            assert len({split[r.id] for r in recs if r.group == site}) == 1  # a site is in one fold
+    held_out = [{r for r, v in split.items() if v == "val"} for split in folds]
+    assert set().union(*held_out) == {r.id for r in recs if r.split == "train"}
+    with pytest.raises(ValueError, match="groups"):
+        fold_splits(recs, 4, seed=0)
+    with pytest.raises(ValueError, match="at least 2"):
+        fold_splits(recs, 1, seed=0)
+
+
+def test_experiments_table_appends_rows_with_new_columns(tmp_path):
+    table = tmp_path / "experiments.csv"
+    append_experiment(table, {"run": "a", "top1_accuracy": 0.5})
+    append_experiment(table, {"run": "b", "top1_accuracy": 0.75, "padded_cmap": 0.9})
+    rows = pd.read_csv(table)
+    assert rows["run"].tolist() == ["a", "b"] and rows["top1_accuracy"].tolist() == [0.5, 0.75]
+    assert np.isnan(rows.loc[0, "padded_cmap"]) and rows.loc[1, "padded_cmap"] == 0.9
