@@ -114,10 +114,19 @@ POOLING: Literal["median_filtered", "mean", "max", "top_k_mean", "mean_exp", "lo
 POOLING_TOP_K = 3                            # top_k_mean: chunks averaged per class
 POOLING_ALPHA = 5.0                          # mean_exp: 0 -> mean, large -> max
 TEST_WITH_BACKGROUND = True                  # background labels count as targets (MLRAP, F1, cmAP, ROC-AUC)
-F1_THRESHOLD = 0.5                           # row-wise F1 (BirdCLEF 2021): a class is predicted at this score
+CALL_THRESHOLD = 0.5                         # a class is "called" at this score: row-wise F1 and kaggle2021 rows
 PREDICT_BATCH_SIZE = 128                     # chunks per model call when scoring
 
 # ----------------------------------------------------------------------------- submission (step 5)
 SUBMISSION_AUDIO = ""                        # folder of audio files to score; "" = the TEST_SPLIT files
-SUBMISSION_FILE = ""                         # output CSV; "" = RUNS_DIR/RUN_NAME/submission.csv
-SUBMISSION_TOP_N = 5                         # classes listed per recording
+SUBMISSION_FILE = ""                         # output file (a folder for raven/audacity); "" = in the run folder
+SUBMISSION_FORMAT: Literal["topn_csv", "birdclef2018_mono", "birdclef2018_soundscape", "kaggle2021",
+                           "kaggle_probabilities", "raven", "audacity", "detections_csv"] = "topn_csv"
+                                             # docs/submission.md shows each; *_mono/topn: per file, others per window
+SUBMISSION_TOP_N = 5                         # classes per file (topn_csv) or per window (birdclef2018_soundscape)
+SUBMISSION_WINDOW = 5.0                      # seconds per soundscape row (BirdCLEF: 5)
+WINDOW_POOLING: Literal["median_filtered", "mean", "max", "top_k_mean", "mean_exp", "log_mean"] = "max"
+                                             # chunks overlapping a window -> the window's scores
+DETECTION_MIN_SCORE = 0.1                    # raven, audacity, detections_csv: lower scores are not written
+CLASS_MAP = ""                               # CSV: label (or scientific_name/common_name) -> code; "" = labels
+CHALLENGE_CLASSES = ""                       # kaggle_probabilities: sample_submission.csv or taxonomy.csv

@@ -8,6 +8,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from utils import steps  # noqa: E402
 from utils.cli import DEFAULTS_FILE  # noqa: E402
 from utils.settings import load_settings  # noqa: E402
 from utils.synth import make_dataset  # noqa: E402
@@ -34,3 +35,14 @@ def tiny_raw(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("raw")
     return make_dataset(root, n_species=3, recordings_per_species=6, seconds=(4.0, 6.0),
                         sample_rate=16000, unlabelled=2, seed=1)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_raw):
+    """A sorted tiny dataset, its store and one run trained for 3 epochs (best and last models)."""
+    root = tmp_path_factory.mktemp("trained")
+    s = make_settings(root, *TINY, f"RAW_DATA={tiny_raw}", "LEARNING_RATE=0.003", "SEED=3")
+    steps.sort_step(s)
+    steps.spec_step(s)
+    steps.train_step(s)
+    return s

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import TINY, make_settings
 from tests.test_pipeline import script
 from utils import steps
 from utils.dataset import Recording, load_recordings
@@ -19,17 +18,6 @@ from utils.extract import file_images
 from utils.spectrogram import SpecParams
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_raw):
-    """A sorted tiny dataset, its store and one run trained for 3 epochs (best and last models)."""
-    root = tmp_path_factory.mktemp("evaluation")
-    s = make_settings(root, *TINY, f"RAW_DATA={tiny_raw}", "LEARNING_RATE=0.003", "SEED=3")
-    steps.sort_step(s)
-    steps.spec_step(s)
-    steps.train_step(s)
-    return s
 
 
 def test_report_has_every_metric_table_and_readable_plots(trained):

@@ -11,7 +11,7 @@ from tests.conftest import SHARED_DATA, TINY, make_settings
 from utils import steps
 from utils.model_io import read_model_meta
 from utils.store import Store
-from utils.writers import check_topn_csv
+from utils.formats import check_topn_csv
 
 pytestmark = pytest.mark.backend  # also run on JAX by `make test`
 
@@ -58,7 +58,7 @@ def test_steps_one_to_five_on_synthetic_calls(tmp_path, tiny_raw):
 
     sub = steps.submission_step(s)
     assert sub["recordings"] == 2
-    assert check_topn_csv(sub["file"], meta["classes"], s.SUBMISSION_TOP_N) == []
+    assert check_topn_csv(Path(sub["file"]).read_text(), meta["classes"], s.SUBMISSION_TOP_N) == []
 
 
 def test_spec_rerun_is_a_no_op_and_new_settings_get_a_new_store(tmp_path, tiny_raw):

@@ -36,7 +36,7 @@ class TestOptions:
 
     @classmethod
     def from_settings(cls, s, workers: int = 1) -> "TestOptions":
-        return cls(Pooling.from_settings(s), s["TEST_WITH_BACKGROUND"], s["F1_THRESHOLD"],
+        return cls(Pooling.from_settings(s), s["TEST_WITH_BACKGROUND"], s["CALL_THRESHOLD"],
                    tuple(s["TEST_TIME_SHIFTS"]), s["PREDICT_BATCH_SIZE"], workers)
 
 

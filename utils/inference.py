@@ -106,13 +106,15 @@ def load_ensemble(paths: list[str | Path], weights: list[float] | None = None
     return members, classes
 
 
-def ensemble_scores(members: list[Member], paths: list[str], pooling, batch_size: int = 128,
+def ensemble_scores(members: list[Member], paths: list[str], reduce, batch_size: int = 128,
                     workers: int = 1, shifts: tuple[float, ...] = ()
                     ) -> dict[str, tuple[np.ndarray | None, int, str]]:
-    """path -> (pooled scores weighted over models or None, chunks scored, error).
+    """path -> (reduced scores weighted over models or None, chunks scored, error).
 
-    Each model scores every file with its own spectrogram settings; its chunk scores are pooled
-    per file first, so models with different chunk grids combine at the recording level.
+    ``reduce`` turns one model's chunk scores of a file into what is averaged: a Pooling
+    (one vector per file), or any ``f(scores, starts, path, params)`` (e.g. scores per 5-s window). Each
+    model scores every file with its own spectrogram settings and is reduced first, so models
+    with different chunk grids combine.
     """
     from tqdm import tqdm
 
@@ -125,7 +127,8 @@ def ensemble_scores(members: list[Member], paths: list[str], pooling, batch_size
             if result.scores is None or error:
                 out[result.path] = (None, chunks, error or result.error)
                 continue
-            pooled = member.weight * pooling(result.scores[:, member.columns])
-            out[result.path] = (pooled if total is None else total + pooled,
+            reduced = member.weight * np.asarray(
+                reduce(result.scores[:, member.columns], result.starts, result.path, member.params))
+            out[result.path] = (reduced if total is None else total + reduced,
                                 max(chunks, len(result.scores)), "")
     return out

@@ -87,7 +87,9 @@ class Pooling:
     def from_settings(cls, s) -> "Pooling":
         return cls(s["POOLING"], s["POOLING_TOP_K"], s["POOLING_ALPHA"])
 
-    def __call__(self, scores: np.ndarray) -> np.ndarray:
+    def __call__(self, scores: np.ndarray, *_) -> np.ndarray:
+        """Pooled scores; extra arguments (chunk starts, path) are ignored, so a Pooling is a
+        valid ``reduce`` for :func:`utils.inference.ensemble_scores`."""
         return pool(scores, self.method, k=self.top_k, alpha=self.alpha)
 
 

@@ -261,34 +261,24 @@ def submission_files(s: Settings) -> dict[str, Path]:
 
 def submission_step(s: Settings) -> dict:
     use_backend(s["KERAS_BACKEND"])
-    import numpy as np
+    from utils.inference import load_ensemble
+    from utils.submission import SubmissionOptions, file_scores, write_submission
 
-    from utils.inference import ensemble_scores, load_ensemble
-    from utils.pooling import Pooling
-    from utils.writers import check_topn_csv, topn_table, write_topn_csv
-
+    options = SubmissionOptions.from_settings(s)
     members, classes = load_ensemble(model_files(s), s["TEST_MODEL_WEIGHTS"])
     files = submission_files(s)
     if not files:
         raise ValueError("no audio files to score")
-    ids = {str(p): rec for rec, p in files.items()}
-    results = ensemble_scores(members, list(ids), Pooling.from_settings(s), s["PREDICT_BATCH_SIZE"],
-                              worker_count(s["SPEC_WORKERS"]), tuple(s["TEST_TIME_SHIFTS"]))
-    scored, errors = {}, []
-    for path, (scores, _, error) in results.items():
-        if scores is None:
-            errors.append({"file": path, "reason": error})
-            log.warning("skipped %s: %s", path, error)
-            continue
-        scored[ids[path]] = scores
-    names = sorted(scored)
-    table = topn_table(names, np.array([scored[n] for n in names]), classes, s["SUBMISSION_TOP_N"])
-    out = Path(s["SUBMISSION_FILE"]) if s["SUBMISSION_FILE"] else run_dir(s) / "submission.csv"
-    write_topn_csv(out, table)
-    problems = check_topn_csv(out, classes, s["SUBMISSION_TOP_N"])
-    if problems:
-        raise ValueError(f"{out} failed its check: {problems[:3]}")
-    return {"file": str(out), "recordings": len(names), "skipped": errors}
+    scored, skipped = file_scores(members, files, options, s["PREDICT_BATCH_SIZE"],
+                                  worker_count(s["SPEC_WORKERS"]), tuple(s["TEST_TIME_SHIFTS"]))
+    default = "submission" if options.format in ("raven", "audacity") else f"submission_{options.format}.csv"
+    if options.format == "topn_csv":
+        default = "submission.csv"
+    out = Path(s["SUBMISSION_FILE"]) if s["SUBMISSION_FILE"] else run_dir(s) / default
+    spec = members[0].params
+    result = write_submission(scored, classes, options, out, band=(spec.fmin, spec.fmax))
+    return {"file": str(out), "format": options.format, "recordings": len(scored),
+            "skipped": skipped, **result}
 
 
 def report_folder(s: Settings, name: str) -> Path:

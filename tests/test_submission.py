@@ -1,0 +1,96 @@
+"""Step 5 in every format, on a soundscape built from known clips, with a class map."""
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from utils import formats as fm
+from utils import steps
+from utils.dataset import load_recordings
+from utils.labelmap import load_class_list, load_class_map, to_codes
+from utils.model_io import read_model_meta
+
+
+@pytest.fixture(scope="module")
+def soundscape(trained, tmp_path_factory):
+    """A 23-s file of validation clips one after another (a partial last window of 3 s)."""
+    folder = tmp_path_factory.mktemp("soundscapes")
+    clips = [sf.read(r.path(trained.DATASET_DIR), dtype="float32")[0]
+             for r in load_recordings(trained.DATASET_DIR, "val")]
+    audio = np.concatenate(clips * 3)[:23 * trained.SAMPLE_RATE]
+    sf.write(folder / "XC1_SITE_20240101.wav", audio, trained.SAMPLE_RATE)
+    return folder
+
+
+def run(trained, soundscape, tmp_path, fmt, **more):
+    s = trained.replace(SUBMISSION_AUDIO=str(soundscape), SUBMISSION_FORMAT=fmt,
+                        SUBMISSION_FILE=str(tmp_path / f"out_{fmt}"), **more)
+    return steps.submission_step(s)
+
+
+def classes_of(trained):
+    return read_model_meta(steps.run_dir(trained) / "best.keras")["classes"]
+
+
+@pytest.mark.parametrize("fmt", ["birdclef2018_soundscape", "kaggle2021", "detections_csv"])
+def test_soundscape_formats_have_one_row_group_per_5s_window(trained, soundscape, tmp_path, fmt):
+    result = run(trained, soundscape, tmp_path, fmt, DETECTION_MIN_SCORE=0.0, CALL_THRESHOLD=0.0)
+    text = (tmp_path / f"out_{fmt}").read_text()
+    classes = classes_of(trained)
+    if fmt == "birdclef2018_soundscape":
+        assert fm.check_birdclef2018_soundscape(text, classes, {"XC1_SITE_20240101": 23.0}) == []
+        spans = sorted({line.split(";")[1] for line in text.splitlines()})
+        assert spans[-1] == "00:00:20-00:00:23" and len(spans) == 5
+    elif fmt == "kaggle2021":
+        rows = pd.read_csv(tmp_path / f"out_{fmt}")
+        assert rows["row_id"].tolist() == [f"XC1_SITE_{e}" for e in (5, 10, 15, 20, 25)]
+        assert rows["birds"].str.split().map(len).eq(len(classes)).all()  # threshold 0: every class
+    else:
+        table = pd.read_csv(tmp_path / f"out_{fmt}")
+        assert sorted(set(zip(table["start"], table["end"]))) == [
+            (0, 5), (5, 10), (10, 15), (15, 20), (20, 23)]
+        assert len(table) == 5 * len(classes)
+    assert result["recordings"] == 1 and result["skipped"] == []
+
+
+def test_monophone_formats_and_per_file_formats(trained, soundscape, tmp_path):
+    classes = classes_of(trained)
+    run(trained, soundscape, tmp_path, "birdclef2018_mono")
+    text = (tmp_path / "out_birdclef2018_mono").read_text()
+    assert fm.check_birdclef2018_mono(text, classes) == [] and len(text.splitlines()) == len(classes)
+    run(trained, soundscape, tmp_path, "raven", DETECTION_MIN_SCORE=0.0)
+    table = (tmp_path / "out_raven" / "XC1_SITE_20240101.Table.1.selections.txt").read_text()
+    assert fm.check_raven_table(table, classes) == [] and "\t16000" not in table
+    run(trained, soundscape, tmp_path, "audacity", DETECTION_MIN_SCORE=0.0)
+    labels = (tmp_path / "out_audacity" / "XC1_SITE_20240101.txt").read_text()
+    assert fm.check_audacity_labels(labels, classes) == [] and len(labels.splitlines()) == 5 * len(classes)
+
+
+def test_kaggle_probabilities_with_a_class_map_and_the_challenge_list(trained, soundscape, tmp_path):
+    classes = classes_of(trained)
+    codes = [f"code{i}" for i in range(len(classes))]
+    pd.DataFrame({"scientific_name": classes, "primary_label": codes}).to_csv(tmp_path / "taxonomy.csv", index=False)
+    sample = pd.DataFrame(columns=["row_id", "zzz", *reversed(codes)])
+    sample.to_csv(tmp_path / "sample_submission.csv", index=False)
+    result = run(trained, soundscape, tmp_path, "kaggle_probabilities", CLASS_MAP=str(tmp_path / "taxonomy.csv"),
+                 CHALLENGE_CLASSES=str(tmp_path / "sample_submission.csv"), WINDOW_POOLING="mean")
+    assert result["missing_classes"] == ["zzz"]
+    table = pd.read_csv(tmp_path / "out_kaggle_probabilities")
+    assert list(table.columns) == ["row_id", "zzz", *reversed(codes)] and (table["zzz"] == 0).all()
+    assert table["row_id"].tolist()[-1] == "XC1_SITE_20240101_25"
+    assert np.allclose(table[codes].sum(axis=1), 1.0, atol=1e-4)  # mean of softmax rows; every class kept
+
+    with pytest.raises(ValueError, match="CHALLENGE_CLASSES"):
+        run(trained, soundscape, tmp_path, "kaggle_probabilities")
+
+
+def test_class_tables():
+    import io
+
+    mapping = load_class_map(io.StringIO("primary_label,scientific_name,common_name\n"
+                                         "amerob,Turdus migratorius,American Robin\n"))
+    assert to_codes(["Turdus migratorius", "American Robin", "amerob"], mapping) == ["amerob"] * 3
+    with pytest.raises(ValueError, match="not in CLASS_MAP"):
+        to_codes(["Parus major"], mapping)
+    assert load_class_list(io.StringIO("row_id,b,a\n")) == ["b", "a"]
+    assert load_class_list(io.StringIO("primary_label,x\nq,1\np,2\n")) == ["q", "p"]
