@@ -49,7 +49,7 @@ STORE_DIR = "data/store"                     # stores live here, one folder per 
 SPEC_WORKERS = 0                             # worker processes for extraction; 0 = all cores
 SPEC_BACKEND: Literal["processes", "dask"] = "processes"  # dask: a cluster (audio on a shared path)
 DASK_SCHEDULER = ""                          # e.g. "tcp://head:8786"; "" = local cluster of SPEC_WORKERS
-SEGMENT_LENGTH = 600.0                       # seconds; longer recordings are split into parallel segments
+SEGMENT_LENGTH = 600.0                       # seconds; longer files are read in segments (memory), in parallel
 STORE_SHARD_SIZE = 4096                      # chunks per store shard (the unit of resume after a crash)
 EXPORT_PNG = False                           # also write every stored chunk as a PNG, to look at
 PNG_DIR = ""                                 # PNG folder: <split>/<class>/, noise/<class>/; "" = <store>/png
@@ -70,7 +70,9 @@ WIDTH = 1                                    # filter multiplier (wide-ResNet K)
 DOWNSAMPLING: Literal["pool", "stride"] = "pool"  # halve resolution by max pooling or strided convs
 DROPOUT = 0.5                                # dropout rate in the head
 DROPOUT_TYPE: Literal["random", "channel", "location"] = "random"  # units, feature maps, positions
-HEAD: Literal["pool", "attention"] = "pool"  # attention: SED head with per-frame scores
+HEAD: Literal["pool", "attention", "frequency"] = "pool"  # pool: global average; attention: SED head
+                                             # with per-frame scores; frequency: per-band mean+max over time
+FREQUENCY_CHANNEL = False                    # add an input channel with each row's frequency position
 DENSE_UNITS = 512                            # "pi" model: units in each of its two dense layers
 MULTI_LABEL = False                          # sigmoid head trained on primary + background labels
 

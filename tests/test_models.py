@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from utils.model_io import load_model, save_model
-from utils.models import build_model, frame_score_model
+from utils.models import FrequencyPosition, PoolOverTime, build_model, frame_score_model
 
 pytestmark = pytest.mark.backend  # also run on JAX by `make test`
 
@@ -16,7 +16,9 @@ SHAPE = (32, 64, 1)
     ("resnet", {"filters": [8, 16], "downsampling": "stride", "dropout_type": "location"}),
     ("resnet", {"filters": [8, 16], "head": "attention"}),
     ("resnet", {"filters": [8, 16], "head": "attention", "multi_label": True}),
-    ("pi", {"filters": [8, 16], "dense_units": 32}),
+    ("resnet", {"filters": [8, 16], "head": "frequency", "frequency_channel": True}),
+    ("baseline", {"filters": [8, 16], "head": "frequency"}),
+    ("pi", {"filters": [8, 16], "dense_units": 32, "frequency_channel": True}),
     ("efficientnet_b0", {}),
 ])
 def test_every_family_builds_predicts_and_reloads(tmp_path, name, options):
@@ -54,3 +56,29 @@ def test_bad_model_options_are_refused(bad):
         build_model("vgg", SHAPE, 3)
     with pytest.raises(ValueError, match="dense head"):
         build_model("pi", SHAPE, 3, head="attention")
+
+
+def test_frequency_position_and_pooling_over_time_by_hand():
+    x = np.random.default_rng(1).random((2, 5, 7, 3)).astype("float32")
+    with_rows = np.asarray(FrequencyPosition()(x))
+    assert with_rows.shape == (2, 5, 7, 4) and np.allclose(with_rows[..., :3], x)
+    assert np.allclose(with_rows[0, :, 3, 3], [0, 0.25, 0.5, 0.75, 1])  # bottom row 0, top row 1
+    pooled = np.asarray(PoolOverTime()(x))
+    expected = np.concatenate([x.mean(axis=2), x.max(axis=2)], axis=-1).reshape(2, -1)
+    assert np.allclose(pooled, expected, atol=1e-6)
+
+
+def test_frequency_head_tells_bands_apart_where_global_pooling_cannot():
+    """The same blob low or high in the image: identical after global average pooling of a
+    translation-equivariant body, different for the frequency head."""
+    low, high = np.zeros((1, *SHAPE), "float32"), np.zeros((1, *SHAPE), "float32")
+    low[0, 4:8, 20:28], high[0, 20:24, 20:28] = 1.0, 1.0
+    features = {}
+    for head in ("pool", "frequency"):
+        model = build_model("resnet", SHAPE, 3, filters=[8, 16], head=head)
+        pooled = model.get_layer("dropout").input
+        import keras
+        probe = keras.Model(model.inputs, pooled)
+        features[head] = [np.asarray(probe.predict_on_batch(x)) for x in (low, high)]
+    differ = {h: float(np.abs(a - b).max()) for h, (a, b) in features.items()}
+    assert differ["frequency"] > 10 * max(differ["pool"], 1e-6)

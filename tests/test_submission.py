@@ -94,3 +94,23 @@ def test_class_tables():
         to_codes(["Parus major"], mapping)
     assert load_class_list(io.StringIO("row_id,b,a\n")) == ["b", "a"]
     assert load_class_list(io.StringIO("primary_label,x\nq,1\np,2\n")) == ["q", "p"]
+
+
+def test_long_files_scored_in_segments_equal_whole_files(trained, soundscape, tmp_path):
+    from utils.inference import score_files
+    from utils.model_io import load_model
+    from utils.spectrogram import SpecParams
+
+    model, meta = load_model(steps.run_dir(trained) / "best.keras")
+    params = SpecParams.from_dict(meta["spec"])
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF0000WAVEnot audio")
+    paths = [soundscape / "XC1_SITE_20240101.wav", broken, load_recordings(trained.DATASET_DIR)[0].path(
+        trained.DATASET_DIR)]
+    whole = list(score_files(model, params, paths, batch_size=16))
+    pieces = list(score_files(model, params, paths, batch_size=16, segment_seconds=4.0))
+    assert [r.path for r in pieces] == [str(p) for p in paths]  # in order, errors included
+    assert pieces[1].scores is None and pieces[1].error and whole[1].scores is None
+    for a, b in zip(whole[::2], pieces[::2]):
+        assert np.allclose(a.starts, b.starts) and np.allclose(a.scores, b.scores, atol=1e-5)
+    assert len(pieces[0].starts) > 20  # the 23-s file really was cut into several segments

@@ -33,11 +33,12 @@ class TestOptions:
     time_shifts: tuple[float, ...] = ()
     batch_size: int = 128
     workers: int = 1
+    segment_seconds: float = 600.0   # longer files are decoded segment by segment
 
     @classmethod
     def from_settings(cls, s, workers: int = 1) -> "TestOptions":
         return cls(Pooling.from_settings(s), s["TEST_WITH_BACKGROUND"], s["CALL_THRESHOLD"],
-                   tuple(s["TEST_TIME_SHIFTS"]), s["PREDICT_BATCH_SIZE"], workers)
+                   tuple(s["TEST_TIME_SHIFTS"]), s["PREDICT_BATCH_SIZE"], workers, s["SEGMENT_LENGTH"])
 
 
 @dataclass
@@ -63,7 +64,7 @@ def evaluate_recordings(members: list[Member], classes: list[str], recordings: l
     """
     by_path = {str(r.path(dataset_dir)): r for r in recordings}
     results = ensemble_scores(members, list(by_path), options.pooling, options.batch_size,
-                              options.workers, options.time_shifts)
+                              options.workers, options.time_shifts, options.segment_seconds)
     rows, pooled_rows = [], []
     for path, (scores, chunks, error) in results.items():
         rec = by_path[path]

@@ -8,8 +8,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from utils.audio import AudioError
-from utils.extract import file_images, map_jobs
+from utils.audio import AudioError, audio_info
+from utils.extract import file_chunk_count, file_images, map_jobs, segment_images
 from utils.spectrogram import SpecParams, to_uint8
 
 
@@ -21,47 +21,97 @@ class FileScores:
     error: str = ""
 
 
-def _images_for(path: str, params: SpecParams, shifts: tuple[float, ...] = ()
-                ) -> tuple[str, np.ndarray | None, np.ndarray, str]:
+@dataclass(frozen=True)
+class Piece:
+    """A whole file, or a segment of whole chunks of a long one (bounded decode memory)."""
+
+    path: str
+    first: int = 0
+    count: int = 0      # 0: the whole file
+    last: bool = True   # the file's final piece
+
+
+def plan_pieces(paths: list[str], params: SpecParams, segment_seconds: float) -> list[Piece]:
+    """Files longer than ``segment_seconds`` become consecutive segments; the rest stay whole."""
+    per_segment = max(1, int(segment_seconds * params.sample_rate) // params.step_samples)
+    pieces = []
+    for path in paths:
+        try:
+            long = audio_info(path)[0] > segment_seconds
+            total = file_chunk_count(path, params) if long else 0
+        except AudioError:
+            long = False  # the worker reports the error
+        if not long:
+            pieces.append(Piece(path))
+            continue
+        firsts = list(range(0, total, per_segment)) or [0]
+        pieces += [Piece(path, f, per_segment, f == firsts[-1]) for f in firsts]
+    return pieces
+
+
+def _images_for(piece: Piece, params: SpecParams, shifts: tuple[float, ...] = ()
+                ) -> tuple[Piece, np.ndarray | None, np.ndarray, str]:
     try:
-        images, starts = file_images(path, params, pad_short=True, shifts=shifts)
+        if piece.count:  # test-time shifts apply to whole files only
+            images, starts = segment_images(piece.path, params, piece.first, piece.count)
+        else:
+            images, starts = file_images(piece.path, params, pad_short=True, shifts=shifts)
     except AudioError as exc:
-        return path, None, np.zeros(0), exc.reason
-    if len(images) == 0:
-        return path, None, np.zeros(0), "no audio to score"
+        return piece, None, np.zeros(0), exc.reason
+    if len(images) == 0 and piece.first == 0:
+        return piece, None, np.zeros(0), "no audio to score"
     # the same uint8 quantisation as the training store, so test inputs match training inputs
-    return path, to_uint8(images), starts, ""
+    return piece, to_uint8(images), starts, ""
 
 
 def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_size: int = 128,
-                workers: int = 1, shifts: tuple[float, ...] = ()) -> Iterator[FileScores]:
-    """Yield one FileScores per path (errors included); files are batched together for the model.
+                workers: int = 1, shifts: tuple[float, ...] = (), segment_seconds: float = 600.0
+                ) -> Iterator[FileScores]:
+    """Yield one FileScores per path, in order (errors included).
 
-    ``shifts``: test-time augmentation, the chunks of the grid moved by these offsets (seconds)
-    are scored too (see :func:`utils.extract.file_images`).
+    Worker processes decode and make spectrograms while this process runs the model; chunks of
+    several files share a batch, and files longer than ``segment_seconds`` are read segment by
+    segment, so decode memory does not grow with file length. ``shifts``: test-time
+    augmentation, the chunk grid moved by these offsets (seconds) is scored too (files up to
+    ``segment_seconds``).
     """
     paths = [str(p) for p in paths]
-    pending: list[tuple[str, np.ndarray, np.ndarray]] = []
+    pending: list[tuple[Piece, np.ndarray, np.ndarray]] = []
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    def finish(piece: Piece) -> Iterator[FileScores]:
+        got = parts.pop(piece.path, [])
+        yield FileScores(piece.path, np.concatenate([g[0] for g in got]),
+                         np.concatenate([g[1] for g in got]))
 
     def flush() -> Iterator[FileScores]:
+        if not pending:
+            return
         images = np.concatenate([p[1] for p in pending]).astype(np.float32) / 255.0
         scores = np.concatenate([np.asarray(model.predict_on_batch(images[i:i + batch_size, ..., None]))
                                  for i in range(0, len(images), batch_size)])
         offset = 0
-        for path, imgs, starts in pending:
-            yield FileScores(path, starts, scores[offset:offset + len(imgs)])
+        for piece, imgs, starts in pending:
+            parts.setdefault(piece.path, []).append((starts, scores[offset:offset + len(imgs)]))
             offset += len(imgs)
+            if piece.last:
+                yield from finish(piece)
         pending.clear()
 
-    for path, images, starts, error in map_jobs(_images_for, paths, workers, params, tuple(shifts)):
-        if images is None:
-            yield FileScores(path, starts, None, error)
+    failed: dict[str, str] = {}
+    pieces = plan_pieces(paths, params, segment_seconds)
+    for piece, images, starts, error in map_jobs(_images_for, pieces, workers, params, tuple(shifts)):
+        if images is None or piece.path in failed:
+            failed.setdefault(piece.path, error)
+            if piece.last:
+                yield from flush()  # earlier files first, in order
+                parts.pop(piece.path, None)
+                yield FileScores(piece.path, np.zeros(0), None, failed.pop(piece.path))
             continue
-        pending.append((path, images, starts))
+        pending.append((piece, images, starts))
         if sum(len(p[1]) for p in pending) >= batch_size:
             yield from flush()
-    if pending:
-        yield from flush()
+    yield from flush()
 
 
 @dataclass
@@ -107,7 +157,7 @@ def load_ensemble(paths: list[str | Path], weights: list[float] | None = None
 
 
 def ensemble_scores(members: list[Member], paths: list[str], reduce, batch_size: int = 128,
-                    workers: int = 1, shifts: tuple[float, ...] = ()
+                    workers: int = 1, shifts: tuple[float, ...] = (), segment_seconds: float = 600.0
                     ) -> dict[str, tuple[np.ndarray | None, int, str]]:
     """path -> (reduced scores weighted over models or None, chunks scored, error).
 
@@ -121,7 +171,8 @@ def ensemble_scores(members: list[Member], paths: list[str], reduce, batch_size:
     out: dict[str, tuple[np.ndarray | None, int, str]] = {p: (None, 0, "") for p in paths}
     for number, member in enumerate(members, 1):
         desc = "scoring" if len(members) == 1 else f"scoring (model {number}/{len(members)})"
-        results = score_files(member.model, member.params, paths, batch_size, workers, shifts)
+        results = score_files(member.model, member.params, paths, batch_size, workers, shifts,
+                              segment_seconds)
         for result in tqdm(results, total=len(paths), desc=desc, unit="file"):
             total, chunks, error = out[result.path]
             if result.scores is None or error:

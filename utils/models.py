@@ -17,7 +17,7 @@ from keras import layers, ops
 
 MODELS = ("baseline", "resnet", "pi", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
           "efficientnet_b3")
-HEADS = ("pool", "attention")
+HEADS = ("pool", "attention", "frequency")
 DROPOUT_TYPES = ("random", "channel", "location")
 # Faster-moving statistics than Keras' 0.99: bioacoustic training sets are often small, and with
 # few steps per epoch 0.99 leaves inference-mode statistics far from the data for many epochs.
@@ -38,6 +38,7 @@ class ModelOptions:
     multi_label: bool = False
     l2: float = 0.0
     dense_units: int = 512                    # "pi": width of its two dense layers
+    frequency_channel: bool = False           # add an input channel holding each row's position
 
 
 def _dropout(rate: float, kind: str, name: str):
@@ -74,6 +75,32 @@ class MeanOverFrequency(layers.Layer):
 
     def call(self, x):
         return ops.mean(x, axis=1)
+
+
+@keras.saving.register_keras_serializable(package="bioacoustics")
+class FrequencyPosition(layers.Layer):
+    """Append a channel that holds each row's position in the band (0 at the bottom, 1 at the
+    top), so that convolutions, which look the same everywhere, can tell a 3-kHz call from a
+    10-kHz one of the same shape (CoordConv)."""
+
+    def call(self, x):
+        rows = ops.shape(x)[1]
+        ramp = ops.cast(ops.arange(rows), x.dtype) / ops.cast(ops.maximum(rows - 1, 1), x.dtype)
+        ramp = ops.broadcast_to(ops.reshape(ramp, (1, -1, 1, 1)), ops.shape(x[..., :1]))
+        return ops.concatenate([x, ramp], axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="bioacoustics")
+class PoolOverTime(layers.Layer):
+    """(batch, freq, time, channels) -> (batch, freq * 2 * channels): mean and max over time for
+    each frequency band, so the classifier still sees in which band each feature fired."""
+
+    def call(self, x):
+        pooled = ops.concatenate([ops.mean(x, axis=2), ops.max(x, axis=2)], axis=-1)
+        return ops.reshape(pooled, (ops.shape(x)[0], -1))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1] * 2 * input_shape[3])
 
 
 @keras.saving.register_keras_serializable(package="bioacoustics")
@@ -191,6 +218,15 @@ def pool_head(x, n_classes: int, options: ModelOptions, l2):
                         kernel_regularizer=l2, name="scores")(x)
 
 
+def frequency_head(x, n_classes: int, options: ModelOptions, l2):
+    """Mean and max over time per frequency band, flattened: keeps where in the band a pattern
+    is (insects and frogs are told apart by pitch as much as by shape)."""
+    x = PoolOverTime(name="pool_over_time")(x)
+    x = layers.Dropout(options.dropout, name="dropout")(x)
+    return layers.Dense(n_classes, activation="sigmoid" if options.multi_label else "softmax",
+                        kernel_regularizer=l2, name="scores")(x)
+
+
 def attention_head(x, n_classes: int, options: ModelOptions, l2):
     """Sound event detection head (as in PANNs and BirdCLEF winners): average over frequency,
     per-frame class scores, and per-frame attention that pools them into clip scores."""
@@ -226,14 +262,19 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
     inputs = keras.Input(shape=input_shape, name="spectrogram")
     if name == "pi" and options.head != "pool":
         raise ValueError("the pi model has a dense head; use HEAD = 'pool'")
+    x = inputs
+    if options.frequency_channel:
+        if name.startswith("efficientnet"):
+            raise ValueError("FREQUENCY_CHANNEL is for the resnet, baseline and pi models")
+        x = FrequencyPosition(name="frequency_position")(x)
     if name == "resnet":
-        x = resnet_body(inputs, options, l2)
+        x = resnet_body(x, options, l2)
     elif name == "baseline":
-        x = baseline_body(inputs, options, l2)
+        x = baseline_body(x, options, l2)
     elif name == "pi":
-        x = pi_body(inputs, options, l2)
+        x = pi_body(x, options, l2)
     else:
-        x = efficientnet_body(inputs, name)
+        x = efficientnet_body(x, name)
     # the head computes in float32 even under a mixed-precision policy: scores and losses need
     # the range, and its cost is small
     policy = keras.config.dtype_policy()
@@ -244,7 +285,7 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
             outputs = layers.Dense(n_classes, activation="sigmoid" if options.multi_label else "softmax",
                                    kernel_regularizer=l2, name="scores")(x)
         else:
-            head = attention_head if options.head == "attention" else pool_head
+            head = {"attention": attention_head, "frequency": frequency_head}.get(options.head, pool_head)
             outputs = head(x, n_classes, options, l2)
     finally:
         keras.config.set_dtype_policy(policy)

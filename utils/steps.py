@@ -270,7 +270,8 @@ def submission_step(s: Settings) -> dict:
     if not files:
         raise ValueError("no audio files to score")
     scored, skipped = file_scores(members, files, options, s["PREDICT_BATCH_SIZE"],
-                                  worker_count(s["SPEC_WORKERS"]), tuple(s["TEST_TIME_SHIFTS"]))
+                                  worker_count(s["SPEC_WORKERS"]), tuple(s["TEST_TIME_SHIFTS"]),
+                                  s["SEGMENT_LENGTH"])
     default = "submission" if options.format in ("raven", "audacity") else f"submission_{options.format}.csv"
     if options.format == "topn_csv":
         default = "submission.csv"

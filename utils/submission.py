@@ -55,8 +55,8 @@ class SubmissionOptions:
 
 
 def file_scores(members: list[Member], files: dict[str, Path], options: SubmissionOptions,
-                batch_size: int = 128, workers: int = 1, shifts: tuple[float, ...] = ()
-                ) -> tuple[list[fm.FileScores], list[dict]]:
+                batch_size: int = 128, workers: int = 1, shifts: tuple[float, ...] = (),
+                segment_seconds: float = 600.0) -> tuple[list[fm.FileScores], list[dict]]:
     """Scores of every file for the format: one row per file, or one per window."""
     durations, errors = {}, []
     for rec, path in files.items():
@@ -72,7 +72,8 @@ def file_scores(members: list[Member], files: dict[str, Path], options: Submissi
                              alpha=options.window_pooling.alpha)[1]
 
     reduce = options.pooling if options.monophone else per_window
-    results = ensemble_scores(members, list(paths), reduce, batch_size, workers, shifts)
+    results = ensemble_scores(members, list(paths), reduce, batch_size, workers, shifts,
+                              segment_seconds)
     out = []
     for path, (scores, _, error) in results.items():
         if scores is None:

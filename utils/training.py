@@ -78,6 +78,7 @@ class TrainOptions:
     data_parallel: bool = True
     pooling_top_k: int = 3
     pooling_alpha: float = 5.0
+    frequency_channel: bool = False
 
     def pooler(self) -> Pooling:
         return Pooling(self.pooling, self.pooling_top_k, self.pooling_alpha)
@@ -87,7 +88,8 @@ class TrainOptions:
                             blocks_per_stage=self.blocks_per_stage, width=self.width,
                             downsampling=self.downsampling, dropout=self.dropout,
                             dropout_type=self.dropout_type, head=self.head,
-                            multi_label=self.multi_label, l2=self.l2, dense_units=self.dense_units)
+                            multi_label=self.multi_label, l2=self.l2, dense_units=self.dense_units,
+                            frequency_channel=self.frequency_channel)
 
     @classmethod
     def from_settings(cls, s: Mapping[str, Any]) -> "TrainOptions":
@@ -112,7 +114,7 @@ class TrainOptions:
                    teacher_temperature=s["TEACHER_TEMPERATURE"], pretrained=s["PRETRAINED"],
                    pretrained_layers=s["PRETRAINED_LAYERS"], freeze_pretrained=s["FREEZE_PRETRAINED"],
                    mixed_precision=s["MIXED_PRECISION"], data_parallel=s["DATA_PARALLEL"],
-                   dense_units=s["DENSE_UNITS"])
+                   dense_units=s["DENSE_UNITS"], frequency_channel=s["FREQUENCY_CHANNEL"])
 
 
 @dataclass
