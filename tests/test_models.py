@@ -82,3 +82,20 @@ def test_frequency_head_tells_bands_apart_where_global_pooling_cannot():
         features[head] = [np.asarray(probe.predict_on_batch(x)) for x in (low, high)]
     differ = {h: float(np.abs(a - b).max()) for h, (a, b) in features.items()}
     assert differ["frequency"] > 10 * max(differ["pool"], 1e-6)
+
+
+def test_a_fresh_process_loads_models_with_custom_layers(tmp_path):
+    """test.py and the submission step load models before anything imports utils.models."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = build_model("resnet", SHAPE, 3, filters=[8], head="attention", frequency_channel=True,
+                        dropout_type="location")
+    save_model(model, tmp_path / "m.keras", {"classes": ["a", "b", "c"]})
+    code = ("import sys; from utils.model_io import load_model; "
+            "m, meta = load_model(sys.argv[1]); print(m.output_shape, meta['classes'])")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.keras")], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(None, 3) ['a', 'b', 'c']" in done.stdout

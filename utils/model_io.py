@@ -53,6 +53,8 @@ def load_model(path: str | Path):
     """(keras model, metadata) from a file written by :func:`save_model`."""
     import keras
 
+    import utils.models  # noqa: F401  (registers the custom layers a model file may name)
+
     meta = read_model_meta(path)
     model = keras.saving.load_model(path, compile=False, safe_mode=True)
     return model, meta
