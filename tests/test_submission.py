@@ -10,6 +10,8 @@ from utils.dataset import load_recordings
 from utils.labelmap import load_class_list, load_class_map, to_codes
 from utils.model_io import read_model_meta
 
+pytestmark = pytest.mark.backend  # also run on JAX by `make test`
+
 
 @pytest.fixture(scope="module")
 def soundscape(trained, tmp_path_factory):
