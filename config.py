@@ -70,9 +70,9 @@ WIDTH = 1                                    # filter multiplier (wide-ResNet K)
 DOWNSAMPLING: Literal["pool", "stride"] = "pool"  # halve resolution by max pooling or strided convs
 DROPOUT = 0.5                                # dropout rate in the head
 DROPOUT_TYPE: Literal["random", "channel", "location"] = "random"  # units, feature maps, positions
-HEAD: Literal["pool", "attention", "frequency"] = "pool"  # pool: global average; attention: SED head
-                                             # with per-frame scores; frequency: per-band mean+max over time
-FREQUENCY_CHANNEL = False                    # add an input channel with each row's frequency position
+HEAD: Literal["pool", "attention", "frequency"] = "frequency"  # frequency: mean+max over time per band
+                                             # (keeps pitch); pool: global average; attention: SED head
+FREQUENCY_CHANNEL = True                     # add an input channel with each row's frequency position
 DENSE_UNITS = 512                            # "pi" model: units in each of its two dense layers
 MULTI_LABEL = False                          # sigmoid head trained on primary + background labels
 

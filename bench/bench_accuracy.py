@@ -6,7 +6,9 @@ report file-level top-1 accuracy on test, for several seeds. Headline: the mean 
     python bench/bench_accuracy.py --set EPOCHS=40 # any setting, as with the scripts
 
 Each seed is a separate run folder (RUN_NAME-seed<N>) so its reports stay for inspection; the
-sorted dataset and the spectrogram store are shared between seeds and reused when present.
+sorted dataset and the spectrogram store are shared between seeds and reused when present. A
+seed whose run folder already holds a finished test with the same settings is reported, not
+retrained (delete the folder to retrain it), so an interrupted benchmark completes on a re-run.
 """
 import json
 import os
@@ -22,11 +24,29 @@ import click  # noqa: E402
 import numpy as np  # noqa: E402
 
 from utils import steps  # noqa: E402
-from utils.cli import settings_from_cli  # noqa: E402
+from utils.cli import DEFAULTS_FILE, settings_from_cli  # noqa: E402
+from utils.experiments import NOT_HASHED  # noqa: E402
+from utils.fileio import read_json  # noqa: E402
+from utils.settings import load_settings  # noqa: E402
 from utils.log import setup_logging  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 0.80
+
+
+def finished_run(s) -> tuple[dict, dict] | None:
+    """(train summary, test summary) of a finished run of these settings, if there is one."""
+    folder = steps.run_dir(s)
+    files = [folder / "config.json", folder / "train_summary.json",
+             folder / f"test-{s.TEST_SPLIT}" / "summary.json"]
+    if not all(f.exists() for f in files):
+        return None
+    saved = load_settings(DEFAULTS_FILE, files[0], [])
+    keys = sorted(set(s) - NOT_HASHED)
+    if saved.fingerprint(keys) != s.fingerprint(keys):
+        return None
+    click.echo(f"{folder}: finished with these settings; reported, not retrained")
+    return read_json(files[1]), read_json(files[2])
 
 
 @click.command()
@@ -51,8 +71,9 @@ def main(config_file, overrides, seeds, quick):
     rows = []
     for seed in [int(x) for x in seeds.split(",")]:
         run = s.replace(SEED=seed, RUN_NAME=f"{s.RUN_NAME}-seed{seed}")
-        trained = steps.train_step(run)
-        tested = steps.test_step(run)
+        finished = finished_run(run)
+        trained = finished[0] if finished else steps.train_step(run)
+        tested = finished[1] if finished else steps.test_step(run)
         rows.append({"seed": seed, "top1": tested["top1_accuracy"], "mlrap": tested["mlrap"],
                      "train_seconds": trained["train_seconds"], "epochs": trained["epochs"],
                      "best_epoch": trained["best_epoch"]})

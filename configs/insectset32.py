@@ -1,5 +1,5 @@
 # InsectSet32 (Faiss & Stowell 2023): 32 Orthoptera and Cicadidae species, official split.
-# Only dataset facts live here: where it is, its columns and split, its sample rate and band.
+# Only dataset facts live here: where it is, its columns and split, its sample rate, band and chunking.
 RAW_DATA = "../shared/data/insectset32/metadata.csv"
 CSV_LABEL_COLUMN = "species"                 # column "split" holds train/validation/test
 DATASET_DIR = "data/insectset32/dataset"
@@ -9,4 +9,6 @@ RUN_NAME = "insectset32"
 SAMPLE_RATE = 32000                          # the stored FLACs are 32 kHz
 FMIN = 200.0                                 # crickets and cicadas sing low as well as high
 FMAX = 16000.0
+CHUNK_LENGTH = 3.0                           # grasshopper phrases and cicada pulse trains last seconds
+CHUNK_OVERLAP = 2.0                          # a new chunk every second
 TEST_SPLIT = "test"                          # report on the official test split

@@ -20,6 +20,7 @@ SHAPE = (32, 64, 1)
     ("baseline", {"filters": [8, 16], "head": "frequency"}),
     ("pi", {"filters": [8, 16], "dense_units": 32, "frequency_channel": True}),
     ("efficientnet_b0", {}),
+    ("efficientnet_b0", {"head": "frequency", "frequency_channel": True}),
 ])
 def test_every_family_builds_predicts_and_reloads(tmp_path, name, options):
     model = build_model(name, SHAPE, 3, **options)

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from tests.conftest import TINY, make_settings
 from utils import steps
 from utils.model_io import load_model
 from utils.store import Store
@@ -13,13 +12,9 @@ pytestmark = pytest.mark.backend  # also run on JAX by `make test`
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory, tiny_raw):
-    tmp = tmp_path_factory.mktemp("teacher")
-    s = make_settings(tmp, *TINY, f"RAW_DATA={tiny_raw}", "EPOCHS=4", "RUN_NAME=teacher")
-    steps.sort_step(s)
-    steps.spec_step(s)
-    steps.train_step(s)
-    return s, tmp / "runs" / "teacher" / "best.keras"
+def teacher(trained):
+    """The session's tiny trained run serves as the teacher (and the pretrained start)."""
+    return trained, steps.run_dir(trained) / "best.keras"
 
 
 def test_teacher_scores_follow_the_student_class_order(teacher):

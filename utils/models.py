@@ -201,8 +201,11 @@ def efficientnet_body(x, variant: str):
                 "efficientnet_b1": keras.applications.EfficientNetB1,
                 "efficientnet_b2": keras.applications.EfficientNetB2,
                 "efficientnet_b3": keras.applications.EfficientNetB3}
-    grey = layers.Rescaling(255.0, name="to_0_255")(x)
-    rgb = layers.Concatenate(name="grey_to_rgb")([grey, grey, grey])
+    scaled = layers.Rescaling(255.0, name="to_0_255")(x)
+    grey = scaled[..., :1]
+    # with FREQUENCY_CHANNEL the third colour channel carries the row position instead
+    third = scaled[..., 1:2] if x.shape[-1] == 2 else grey
+    rgb = layers.Concatenate(name="grey_to_rgb")([grey, grey, third])
     net = builders[variant](include_top=False, weights=None, input_shape=tuple(rgb.shape[1:]))
     return net(rgb)
 
@@ -264,8 +267,6 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
         raise ValueError("the pi model has a dense head; use HEAD = 'pool'")
     x = inputs
     if options.frequency_channel:
-        if name.startswith("efficientnet"):
-            raise ValueError("FREQUENCY_CHANNEL is for the resnet, baseline and pi models")
         x = FrequencyPosition(name="frequency_position")(x)
     if name == "resnet":
         x = resnet_body(x, options, l2)
