@@ -116,3 +116,20 @@ def test_long_files_scored_in_segments_equal_whole_files(trained, soundscape, tm
     for a, b in zip(whole[::2], pieces[::2]):
         assert np.allclose(a.starts, b.starts) and np.allclose(a.scores, b.scores, atol=1e-5)
     assert len(pieces[0].starts) > 20  # the 23-s file really was cut into several segments
+
+
+def test_per_file_formats_resume_where_they_stopped(trained, soundscape, tmp_path):
+    import shutil
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(soundscape / "XC1_SITE_20240101.wav", folder / f"{name}.wav")
+    first = run(trained, folder, tmp_path, "audacity")
+    assert first["recordings"] == 3 and first["already_done"] == 0
+    out = tmp_path / "out_audacity"
+    kept = (out / "a.txt").stat().st_mtime_ns
+    (out / "b.txt").unlink()  # as if the run had been killed before writing b
+    again = run(trained, folder, tmp_path, "audacity")
+    assert again["recordings"] == 1 and again["already_done"] == 2 and again["written"] == [str(out / "b.txt")]
+    assert (out / "a.txt").stat().st_mtime_ns == kept and (out / "b.txt").exists()

@@ -262,24 +262,25 @@ def submission_files(s: Settings) -> dict[str, Path]:
 def submission_step(s: Settings) -> dict:
     use_backend(s["KERAS_BACKEND"])
     from utils.inference import load_ensemble
-    from utils.submission import SubmissionOptions, file_scores, write_submission
+    from utils.submission import SubmissionOptions, file_scores, output_path, write_submission
 
     options = SubmissionOptions.from_settings(s)
     members, classes = load_ensemble(model_files(s), s["TEST_MODEL_WEIGHTS"])
     files = submission_files(s)
     if not files:
         raise ValueError("no audio files to score")
-    scored, skipped = file_scores(members, files, options, s["PREDICT_BATCH_SIZE"],
-                                  worker_count(s["SPEC_WORKERS"]), tuple(s["TEST_TIME_SHIFTS"]),
-                                  s["SEGMENT_LENGTH"])
-    default = "submission" if options.format in ("raven", "audacity") else f"submission_{options.format}.csv"
-    if options.format == "topn_csv":
-        default = "submission.csv"
-    out = Path(s["SUBMISSION_FILE"]) if s["SUBMISSION_FILE"] else run_dir(s) / default
+    out = Path(s["SUBMISSION_FILE"]) if s["SUBMISSION_FILE"] else run_dir(s) / options.default_name
+    done = {rec for rec in files if output_path(out, rec, options.format).exists()} \
+        if options.per_file else set()
+    if done:
+        log.info("resuming: %d of %d files already have their output in %s", len(done), len(files), out)
+    scored, skipped = file_scores(members, {k: v for k, v in files.items() if k not in done}, options,
+                                  s["PREDICT_BATCH_SIZE"], worker_count(s["SPEC_WORKERS"]),
+                                  tuple(s["TEST_TIME_SHIFTS"]), s["SEGMENT_LENGTH"])
     spec = members[0].params
     result = write_submission(scored, classes, options, out, band=(spec.fmin, spec.fmax))
     return {"file": str(out), "format": options.format, "recordings": len(scored),
-            "skipped": skipped, **result}
+            "already_done": len(done), "skipped": skipped, **result}
 
 
 def report_folder(s: Settings, name: str) -> Path:

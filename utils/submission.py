@@ -53,6 +53,23 @@ class SubmissionOptions:
     def monophone(self) -> bool:
         return self.format in MONOPHONE_FORMATS
 
+    @property
+    def per_file(self) -> bool:
+        """One output file per audio file: a re-run skips audio whose output exists."""
+        return self.format in fm.PER_FILE_FORMATS
+
+    @property
+    def default_name(self) -> str:
+        if self.per_file:
+            return f"submission_{self.format}"  # a folder
+        return "submission.csv" if self.format == "topn_csv" else f"submission_{self.format}.csv"
+
+
+def output_path(out: Path, recording: str, fmt: str) -> Path:
+    """Where a per-file format writes one recording's output."""
+    suffix = ".Table.1.selections.txt" if fmt == "raven" else ".txt"
+    return Path(out) / f"{recording}{suffix}"
+
 
 def file_scores(members: list[Member], files: dict[str, Path], options: SubmissionOptions,
                 batch_size: int = 128, workers: int = 1, shifts: tuple[float, ...] = (),
@@ -101,12 +118,11 @@ def write_submission(files: list[fm.FileScores], classes: list[str], options: Su
     kind, written, extra = options.format, [], {}
     if kind in fm.PER_FILE_FORMATS:
         for f in files:
+            target = output_path(out, f.recording, kind)
             if kind == "raven":
-                target = out / f"{f.recording}.Table.1.selections.txt"
                 text = fm.raven_table(f, codes, options.min_score, *band)
                 problems = fm.check_raven_table(text, codes, options.min_score)
             else:
-                target = out / f"{f.recording}.txt"
                 text = fm.audacity_labels(f, codes, options.min_score)
                 problems = fm.check_audacity_labels(text, codes)
             _raise_on(problems, target)
