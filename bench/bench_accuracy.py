@@ -72,8 +72,11 @@ def main(config_file, overrides, seeds, quick):
     for seed in [int(x) for x in seeds.split(",")]:
         run = s.replace(SEED=seed, RUN_NAME=f"{s.RUN_NAME}-seed{seed}")
         finished = finished_run(run)
-        trained = finished[0] if finished else steps.train_step(run)
-        tested = finished[1] if finished else steps.test_step(run)
+        if finished:
+            trained, tested = finished
+        else:  # train + test, and a row in RUNS_DIR/experiments.csv
+            result = steps.evaluate_step(run)
+            trained, tested = result["train"], result["test"]
         rows.append({"seed": seed, "top1": tested["top1_accuracy"], "mlrap": tested["mlrap"],
                      "train_seconds": trained["train_seconds"], "epochs": trained["epochs"],
                      "best_epoch": trained["best_epoch"]})
