@@ -122,13 +122,17 @@ def test_compare_prints_two_runs_side_by_side(trained, tmp_path):
 
 def test_cross_validation_trains_each_fold_and_logs_the_experiment(trained):
     s = trained.replace(EPOCHS=1, RUN_NAME="cv")
-    result = steps.evaluate_step(s, folds=2)
+    saved = steps.run_dir(trained) / "config.json"  # the fixture's settings, as a user would pass them
+    cli = CliRunner().invoke(script("evaluate").main, ["--config", str(saved), "--folds", "2",
+                                                       "--set", "EPOCHS=1", "--set", "RUN_NAME=cv"])
+    assert cli.exit_code == 0, cli.output
+    assert "2-fold cross-validation" in cli.output and "top-1 accuracy" in cli.output
+    result = json.loads((steps.run_dir(s) / "crossval.json").read_text())
     assert result["folds"] == 2 and len(result["per_fold"]) == 2
     held_out = [pd.read_csv(Path(f["report"]) / "per_recording.csv")["recording"] for f in result["per_fold"]]
     pool = {r.id for r in load_recordings(s.DATASET_DIR) if r.split in ("train", "val")}
     assert set(held_out[0]).isdisjoint(held_out[1]) and set(held_out[0]) | set(held_out[1]) == pool
     assert result["top1_accuracy"] == pytest.approx(np.mean([f["top1_accuracy"] for f in result["per_fold"]]))
-    assert json.loads((steps.run_dir(s) / "crossval.json").read_text())["folds"] == 2
     table = pd.read_csv(Path(s.RUNS_DIR) / "experiments.csv")
     row = table[table["run"] == "cv"].iloc[-1]
     assert row["folds"] == 2 and row["split"] == "2-fold" and row["epochs"] == 1
