@@ -101,3 +101,38 @@ def test_odd_file_is_used_or_skipped_with_its_reason(tmp_path, case):
         with pytest.raises(AudioError) as error:
             load_audio(odd, RATE)
         assert odd.name in str(error.value)  # the one-line error names the file
+
+
+def test_disk_full_midway_gives_one_line_and_keeps_earlier_shards(tmp_path, tiny_raw, monkeypatch):
+    import errno
+
+    from click.testing import CliRunner
+
+    import utils.store
+    from tests.test_pipeline import script
+
+    overrides = [*TINY, f"RAW_DATA={tiny_raw}", "STORE_SHARD_SIZE=5"]
+    s = make_settings(tmp_path, *overrides)
+    steps.sort_step(s)
+    real_save, calls = np.save, {"n": 0}
+
+    def save_until_full(fh, array):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third shard finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device", str(fh.name))
+        real_save(fh, array)
+
+    monkeypatch.setattr(utils.store.np, "save", save_until_full)
+    args = ["--set", f"DATASET_DIR={s.DATASET_DIR}", "--set", f"STORE_DIR={s.STORE_DIR}",
+            "--set", f"RUNS_DIR={s.RUNS_DIR}", *[a for pair in overrides for a in ("--set", pair)]]
+    result = CliRunner().invoke(script("spec").main, args)
+    assert result.exit_code == 1 and "no space left on the device writing" in result.output
+    assert "Traceback" not in result.output
+    shards = steps.store_root(s) / "shards"
+    done = sorted(shards.glob("*.done.json"))
+    assert len(done) == 2 and not list(shards.glob("*.tmp*"))  # two complete shards, no debris
+    monkeypatch.setattr(utils.store.np, "save", real_save)  # space freed: the re-run completes
+    again = CliRunner().invoke(script("spec").main, args)
+    assert again.exit_code == 0, again.output
+    store = Store(steps.store_root(s))
+    assert len(store.recordings) == 18 and store.index.duplicated(["recording", "start"]).sum() == 0

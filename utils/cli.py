@@ -2,6 +2,7 @@
 clear command-line errors."""
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import sys
@@ -67,6 +68,14 @@ def user_errors(*kinds: type[BaseException]):
             except kinds as exc:
                 logging.getLogger("bioacoustics").debug("failure", exc_info=True)
                 raise click.ClickException(str(exc)) from None
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                logging.getLogger("bioacoustics").debug("disk full", exc_info=True)
+                where = f" writing {exc.filename}" if exc.filename else ""
+                raise click.ClickException(
+                    f"no space left on the device{where}: free some space and run the same command "
+                    "again (finished work is kept; nothing half-written was left behind)") from None
             except KeyboardInterrupt:
                 click.echo("Interrupted: completed work is kept; run the same command again to resume.",
                            err=True)
