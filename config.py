@@ -97,7 +97,7 @@ FOCAL_GAMMA = 2.0                            # focusing parameter of the focal l
 CLASS_BALANCE: Literal["none", "weights", "sampling"] = "none"  # for uneven classes
 SNAPSHOT_EPOCHS = 5                          # save a snapshot every N epochs; 0 = never
 SELECT_METRIC: Literal["val_rec_mlrap", "val_rec_top1", "val_loss"] = "val_rec_mlrap"  # picks best.keras
-EARLY_STOPPING = 10                          # epochs without improvement before stopping; 0 = never
+EARLY_STOPPING = 0                           # stop after N epochs without improvement; 0 = run the whole schedule
 TENSORBOARD = False                          # also write TensorBoard logs (TensorFlow backend only)
 TEACHER: list[str] = []                      # distillation: saved models whose mean scores become targets
 TEACHER_WEIGHT = 1.0                         # target = (1 - w) * labels + w * teachers; 1 = teachers only

