@@ -36,6 +36,24 @@ class FileScores:
         return np.ceil(np.round(full, 6)).astype(int)
 
 
+def _file_row(f: FileScores) -> np.ndarray:
+    """One score per class for a per-file format (the highest window if there are several)."""
+    return f.scores.max(axis=0) if len(f.scores) > 1 else f.scores[0]
+
+
+def _check_ranked(table: pd.DataFrame, key: str, name: str, score: str, n: int) -> list[str]:
+    """Per ``key`` group: ranks 1..n in order, each ``name`` once, ``score`` not increasing."""
+    problems = []
+    for item, group in table.groupby(key, sort=False):
+        if group["rank"].astype(int).tolist() != list(range(1, n + 1)):
+            problems.append(f"{item}: ranks are not 1..{n}")
+        if group[name].duplicated().any():
+            problems.append(f"{item}: a class is listed twice")
+        if not group[score].astype(float).is_monotonic_decreasing:
+            problems.append(f"{item}: scores not in descending order")
+    return problems
+
+
 def _read_csv(text: str, sep: str = ",", header="infer") -> pd.DataFrame:
     return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, header=header)
 
@@ -59,7 +77,7 @@ def topn_csv(files: list[FileScores], classes: list[str], top_n: int) -> str:
     """``recording,class,score,rank``: per file its ``top_n`` classes, rank 1 first."""
     rows = []
     for f in files:
-        row = f.scores.max(axis=0) if len(f.scores) > 1 else f.scores[0]
+        row = _file_row(f)
         order = np.argsort(-row, kind="stable")[:top_n]
         rows += [(f.recording, classes[i], round(float(row[i]), 6), rank) for rank, i in enumerate(order, 1)]
     return pd.DataFrame(rows, columns=TOPN_COLUMNS).to_csv(index=False)
@@ -69,15 +87,8 @@ def check_topn_csv(text: str, classes: list[str], top_n: int) -> list[str]:
     table = _read_csv(text)
     if list(table.columns) != TOPN_COLUMNS:
         return [f"columns are {list(table.columns)}, expected {TOPN_COLUMNS}"]
-    problems = _unknown_codes(table["class"], classes)
-    for rec, group in table.groupby("recording", sort=False):
-        if group["rank"].astype(int).tolist() != list(range(1, min(top_n, len(classes)) + 1)):
-            problems.append(f"{rec}: ranks are {group['rank'].tolist()}")
-        if not group["score"].astype(float).is_monotonic_decreasing:
-            problems.append(f"{rec}: scores not in descending order")
-        if group["class"].duplicated().any():
-            problems.append(f"{rec}: a class is listed twice")
-    return problems
+    return _unknown_codes(table["class"], classes) + _check_ranked(
+        table, "recording", "class", "score", min(top_n, len(classes)))
 
 
 # ------------------------------------------------------------------ BirdCLEF 2018 monophone
@@ -86,7 +97,7 @@ def birdclef2018_mono(files: list[FileScores], codes: list[str], top: int = 100)
     """``MediaId;ClassId;Probability;Rank``: the ``top`` classes of each file, rank 1 first."""
     lines = []
     for f in files:
-        row = f.scores.max(axis=0) if len(f.scores) > 1 else f.scores[0]
+        row = _file_row(f)
         order = np.argsort(-row, kind="stable")[:top]
         lines += [f"{f.recording};{codes[i]};{row[i]:.6f};{rank}" for rank, i in enumerate(order, 1)]
     return "\n".join(lines) + "\n"
@@ -97,16 +108,8 @@ def check_birdclef2018_mono(text: str, codes: list[str], top: int = 100) -> list
     if table.shape[1] != 4:
         return [f"expected 4 fields per line (MediaId;ClassId;Probability;Rank), got {table.shape[1]}"]
     table.columns = ["media", "code", "p", "rank"]
-    problems = _unknown_codes(table["code"], codes) + _probabilities(table["p"])
-    for media, group in table.groupby("media", sort=False):
-        expected = list(range(1, min(top, len(codes)) + 1))
-        if group["rank"].astype(int).tolist() != expected:
-            problems.append(f"{media}: ranks are not 1..{expected[-1]}")
-        if group["code"].duplicated().any():
-            problems.append(f"{media}: a class is listed twice")
-        if not group["p"].astype(float).is_monotonic_decreasing:
-            problems.append(f"{media}: probabilities do not decrease with rank")
-    return problems
+    return _unknown_codes(table["code"], codes) + _probabilities(table["p"]) + _check_ranked(
+        table, "media", "code", "p", min(top, len(codes)))
 
 
 # ------------------------------------------------------------------ BirdCLEF 2018 soundscape
