@@ -115,3 +115,16 @@ def test_per_class_metrics_and_confusion_by_hand():
     assert table["average_precision"][0] == pytest.approx((1 + 2 / 3) / 2)
     assert table["roc_auc"][0] == pytest.approx(0.75)
     assert confusion(primary, scores, 3).tolist() == [[1, 1, 0], [1, 0, 0], [0, 0, 1]]
+
+
+def test_window_scores_match_the_overlap_definition_on_shuffled_grids():
+    """The binary-search windows equal a scan of every chunk, also with test-time-shift grids
+    appended out of order."""
+    rng = np.random.default_rng(0)
+    grid = np.arange(0, 58, 0.75)
+    starts = np.concatenate([grid, grid[:-1] + 0.3])  # a shifted grid after the plain one
+    scores = rng.random((len(starts), 4))
+    ends, windows = window_scores(starts, scores, 1.0, 59.0, window=5.0, method="mean")
+    for end, row in zip(ends, windows):
+        overlap = np.minimum(starts + 1.0, end) - np.maximum(starts, end - 5.0)
+        assert np.allclose(row, scores[overlap > 0.25].mean(axis=0))

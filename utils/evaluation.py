@@ -63,7 +63,7 @@ def evaluate_recordings(members: list[Member], classes: list[str], recordings: l
     metrics; their labels are counted in the summary (``unknown_labels``).
     """
     by_path = {str(r.path(dataset_dir)): r for r in recordings}
-    results = ensemble_scores(members, list(by_path), options.pooling, options.batch_size,
+    results = ensemble_scores(members, list(by_path), options.pooling.per_file, options.batch_size,
                               options.workers, options.time_shifts, options.segment_seconds)
     rows, pooled_rows = [], []
     for path, (scores, chunks, error) in results.items():

@@ -223,12 +223,14 @@ def check_kaggle_probabilities(text: str, columns: list[str], row_ids: list[str]
 
 def detections(files: list[FileScores], classes: list[str], min_score: float) -> pd.DataFrame:
     """file, start, end, class, score: every (window, class) scoring at least ``min_score``."""
-    rows = []
+    parts = []
     for f in files:
-        for start, end, row in zip(f.starts, f.ends, f.scores):
-            for i in np.flatnonzero(row >= min_score):
-                rows.append((f.recording, round(float(start), 3), round(float(end), 3), classes[i],
-                             round(float(row[i]), 6)))
+        window, cls = np.nonzero(np.asarray(f.scores) >= min_score)
+        parts.append(pd.DataFrame({"file": f.recording, "start": np.round(f.starts[window], 3),
+                                   "end": np.round(f.ends[window], 3),
+                                   "class": np.asarray(classes, dtype=object)[cls],
+                                   "score": np.round(np.asarray(f.scores)[window, cls], 6)}))
+    rows = pd.concat(parts, ignore_index=True) if parts else []
     table = pd.DataFrame(rows, columns=["file", "start", "end", "class", "score"])
     return table.sort_values(["file", "start", "score"], ascending=[True, True, False],
                              ignore_index=True)

@@ -99,18 +99,22 @@ def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_si
         pending.clear()
 
     failed: dict[str, str] = {}
+    waiting = 0  # chunks in pending
     pieces = plan_pieces(paths, params, segment_seconds)
     for piece, images, starts, error in map_jobs(_images_for, pieces, workers, params, tuple(shifts)):
         if images is None or piece.path in failed:
             failed.setdefault(piece.path, error)
             if piece.last:
                 yield from flush()  # earlier files first, in order
+                waiting = 0
                 parts.pop(piece.path, None)
                 yield FileScores(piece.path, np.zeros(0), None, failed.pop(piece.path))
             continue
         pending.append((piece, images, starts))
-        if sum(len(p[1]) for p in pending) >= batch_size:
+        waiting += len(images)
+        if waiting >= batch_size:
             yield from flush()
+            waiting = 0
     yield from flush()
 
 
@@ -161,7 +165,7 @@ def ensemble_scores(members: list[Member], paths: list[str], reduce, batch_size:
                     ) -> dict[str, tuple[np.ndarray | None, int, str]]:
     """path -> (reduced scores weighted over models or None, chunks scored, error).
 
-    ``reduce`` turns one model's chunk scores of a file into what is averaged: a Pooling
+    ``reduce`` turns one model's chunk scores of a file into what is averaged: ``Pooling.per_file``
     (one vector per file), or any ``f(scores, starts, path, params)`` (e.g. scores per 5-s window). Each
     model scores every file with its own spectrogram settings and is reduced first, so models
     with different chunk grids combine.

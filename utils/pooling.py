@@ -87,10 +87,12 @@ class Pooling:
     def from_settings(cls, s) -> "Pooling":
         return cls(s["POOLING"], s["POOLING_TOP_K"], s["POOLING_ALPHA"])
 
-    def __call__(self, scores: np.ndarray, *_) -> np.ndarray:
-        """Pooled scores; extra arguments (chunk starts, path) are ignored, so a Pooling is a
-        valid ``reduce`` for :func:`utils.inference.ensemble_scores`."""
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
         return pool(scores, self.method, k=self.top_k, alpha=self.alpha)
+
+    def per_file(self, scores: np.ndarray, *_) -> np.ndarray:
+        """One vector per file: a ``reduce`` for :func:`utils.inference.ensemble_scores`."""
+        return self(scores)
 
 
 def pool_groups(scores: np.ndarray, groups: np.ndarray, pooling: Pooling | str
@@ -114,17 +116,23 @@ def window_scores(starts: np.ndarray, scores: np.ndarray, chunk_length: float, d
     in seconds, as BirdCLEF row ids are (``<file>_5``, ``<file>_10``...).
     """
     if window <= 0:
-        raise ValueError(f"SOUNDSCAPE_WINDOW must be positive, got {window}")
-    starts = np.asarray(starts, dtype=np.float64)
-    scores = np.asarray(scores, dtype=np.float64)
+        raise ValueError(f"SUBMISSION_WINDOW must be positive, got {window}")
+    order = np.argsort(starts, kind="stable")  # test-time shifts append grids out of order
+    starts = np.asarray(starts, dtype=np.float64)[order]
+    scores = np.asarray(scores, dtype=np.float64)[order]
     n_windows = max(1, int(np.ceil(round(duration / window, 6))))
     ends = window * np.arange(1, n_windows + 1)
+    # a chunk [s, s + L) overlaps [end - W, end) by more than q exactly when
+    # end - W - L + q < s < end - q: two binary searches per window instead of a scan of the file
+    q = min(chunk_length, window) / 4
+    first = np.searchsorted(starts, ends - window - chunk_length + q, side="right")
+    stop = np.searchsorted(starts, ends - q, side="left")
+    centres = starts + chunk_length / 2
     out = np.empty((n_windows, scores.shape[1]))
-    for i, end in enumerate(ends):
-        overlap = np.minimum(starts + chunk_length, end) - np.maximum(starts, end - window)
-        covering = overlap > min(chunk_length, window) / 4
-        if not covering.any():
-            covering = np.abs(starts + chunk_length / 2 - (end - window / 2)) == np.min(
-                np.abs(starts + chunk_length / 2 - (end - window / 2)))
-        out[i] = pool(scores[covering], method, **options)
+    for i, (lo, hi) in enumerate(zip(first, stop)):
+        if hi > lo:
+            out[i] = pool(scores[lo:hi], method, **options)
+        else:
+            distance = np.abs(centres - (ends[i] - window / 2))
+            out[i] = pool(scores[distance == distance.min()], method, **options)
     return ends, out

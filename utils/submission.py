@@ -88,7 +88,7 @@ def file_scores(members: list[Member], files: dict[str, Path], options: Submissi
                              options.window_pooling.method, k=options.window_pooling.top_k,
                              alpha=options.window_pooling.alpha)[1]
 
-    reduce = options.pooling if options.monophone else per_window
+    reduce = options.pooling.per_file if options.monophone else per_window
     results = ensemble_scores(members, list(paths), reduce, batch_size, workers, shifts,
                               segment_seconds)
     out = []
