@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import logging
 import os
 import re
@@ -17,7 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from utils.audio import AUDIO_EXTENSIONS, AudioError, audio_info
-from utils.fileio import atomic_path, atomic_write_json, read_json
+from utils.fileio import atomic_path, atomic_write_json, read_json, remove_stale_temporaries
 from utils.names import safe_name, short_hash, unique_names
 
 log = logging.getLogger("bioacoustics")
@@ -153,20 +154,37 @@ def assign_splits(items: list[RawItem], val_fraction: float, seed: int) -> list[
 
 # ---------------------------------------------------------------- writing the dataset
 
-def recording_ids(items: list[RawItem]) -> list[str]:
-    """Readable ids from file names; a name used twice gets a hash of its full source path."""
+def recording_ids(items: list[RawItem], earlier: dict[str, "Recording"] | None = None) -> list[str]:
+    """Readable ids from file names; a name used twice gets a hash of its full source path.
+
+    ``earlier`` (source -> recording sorted by an earlier run) keeps ids stable across re-runs:
+    a source sorted before keeps its id, names are counted over earlier sources too (a ``move``
+    re-run no longer sees the files it moved), and ids taken by other sources are not reused.
+    """
+    earlier = earlier or {}
     stems = [safe_name(Path(i.source).stem) for i in items]
     seen: dict[str, int] = defaultdict(int)
-    for stem in stems:
-        seen[stem.casefold()] += 1
-    return [f"{stem}_{short_hash(item.source)}" if seen[stem.casefold()] > 1 else stem
-            for stem, item in zip(stems, items)]
+    sources = {i.source for i in items} | set(earlier)
+    for source in sources:
+        seen[safe_name(Path(source).stem).casefold()] += 1
+    taken = {r.id.casefold() for r in earlier.values()}
+    ids = []
+    for stem, item in zip(stems, items):
+        if item.source in earlier:
+            ids.append(earlier[item.source].id)
+        elif seen[stem.casefold()] > 1 or stem.casefold() in taken:
+            ids.append(f"{stem}_{short_hash(item.source)}")
+        else:
+            ids.append(stem)
+    return ids
 
 
 def place_file(source: Path, target: Path, mode: str) -> None:
-    """Copy, link or move one file so that an interruption never loses it.
+    """Copy or link one file to ``target``; the source is left in place (``move`` deletes it only
+    after the metadata is written, see ``sort_dataset``).
 
-    ``move`` copies to a temporary name, checks the size, renames, and only then deletes the source.
+    The copy goes to a temporary name and is renamed only when complete; for ``move`` its content
+    hash is checked against the source too, since the source will be deleted.
     """
     if mode not in SORT_MODES:
         raise ValueError(f"SORT_MODE must be one of {SORT_MODES}, got {mode!r}")
@@ -178,47 +196,73 @@ def place_file(source: Path, target: Path, mode: str) -> None:
         return
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
-        if tmp.stat().st_size != source.stat().st_size:
+        if not same_content(source, tmp, by_hash=mode == "move"):
             raise OSError(f"copy of {source} is incomplete")
-    if mode == "move":
-        source.unlink()
+
+
+def same_content(a: Path, b: Path, by_hash: bool = True) -> bool:
+    """Same size (and same BLAKE2 digest with ``by_hash``)."""
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    return not by_hash or file_digest(a) == file_digest(b)
+
+
+def file_digest(path: Path, block: int = 1 << 22) -> str:
+    digest = hashlib.blake2b()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def sort_dataset(items: list[RawItem], dataset_dir: str | Path, mode: str = "copy") -> dict:
     """Place every item under ``<dataset>/<split>/<class>/`` and write its metadata JSON.
 
     Re-running is safe: recordings whose metadata and file already exist are skipped, so an
-    interrupted run (including ``move``) completes on the next call.
+    interrupted run (including ``move``) completes on the next call. The metadata is written
+    first (it fixes the recording's id and split), then the file is copied, and only then does
+    ``move`` delete the source: a kill at any point leaves every file in the raw folder, the
+    dataset or both, never neither.
     """
     dataset_dir = Path(dataset_dir)
+    remove_stale_temporaries(dataset_dir)  # left by a run that was killed
+    earlier = {r.source: r for r in load_recordings(dataset_dir)} \
+        if (dataset_dir / "metadata").is_dir() else {}
     folders = unique_names(i.label for i in items)
-    ids = recording_ids(items)
+    ids = recording_ids(items, earlier)
     summary = {"sorted": 0, "already_done": 0, "problems": [], "splits": defaultdict(int)}
     for item, rec_id in tqdm(list(zip(items, ids)), desc="sorting", unit="file"):
-        meta_path = dataset_dir / "metadata" / f"{rec_id}.json"
-        if meta_path.exists():
-            done = Recording(**read_json(meta_path))
-            if done.path(dataset_dir).exists() or done.path(dataset_dir).is_symlink():
-                summary["already_done"] += 1
-                summary["splits"][done.split] += 1
-                continue
         source = Path(item.source)
-        if not source.exists():
-            summary["problems"].append({"source": item.source, "reason": "file not found"})
+        record = earlier.get(item.source)
+        if record is None:
+            if not source.exists():
+                summary["problems"].append({"source": item.source, "reason": "file not found"})
+                continue
+            try:
+                duration, rate, channels = audio_info(source)
+            except AudioError as exc:
+                summary["problems"].append({"source": item.source, "reason": exc.reason})
+                continue
+            relative = Path(item.split) / folders[item.label] / f"{rec_id}{source.suffix.lower()}"
+            record = Recording(rec_id, item.label, sorted(set(item.background)), item.split,
+                               relative.as_posix(), str(source), round(duration, 4), rate, channels,
+                               item.group)
+            atomic_write_json(dataset_dir / "metadata" / f"{rec_id}.json", asdict(record))
+        target = record.path(dataset_dir)
+        if item.source in earlier and (target.exists() or target.is_symlink()):
+            if mode == "move" and source.exists() and same_content(source, target):
+                source.unlink()  # a move killed between its copy and the deletion
+            summary["already_done"] += 1
+        elif not source.exists():
+            summary["problems"].append({"source": item.source,
+                                        "reason": f"file not found (and no copy at {target})"})
             continue
-        try:
-            duration, rate, channels = audio_info(source)
-        except AudioError as exc:
-            summary["problems"].append({"source": item.source, "reason": exc.reason})
-            continue
-        relative = Path(item.split) / folders[item.label] / f"{rec_id}{source.suffix.lower()}"
-        record = Recording(rec_id, item.label, sorted(set(item.background)), item.split,
-                           relative.as_posix(), str(source), round(duration, 4), rate, channels,
-                           item.group)
-        place_file(source, dataset_dir / relative, mode)
-        atomic_write_json(meta_path, asdict(record))
-        summary["sorted"] += 1
-        summary["splits"][item.split] += 1
+        else:
+            place_file(source, target, mode)
+            if mode == "move":  # only now: a kill before this line leaves the source in place
+                source.unlink()
+            summary["sorted"] += 1
+        summary["splits"][record.split] += 1
     summary["splits"] = dict(summary["splits"])
     return summary
 
