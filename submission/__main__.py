@@ -12,7 +12,7 @@ from utils.cli import step_command
 from utils.formats import FORMATS
 
 
-@step_command()
+@step_command(log_file="submission.log")
 @click.option("--audio", type=click.Path(file_okay=False), help="Folder to score (SUBMISSION_AUDIO).")
 @click.option("--out", type=click.Path(), help="Output file or folder (SUBMISSION_FILE).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Output format (SUBMISSION_FORMAT).")
@@ -24,6 +24,10 @@ def main(s, audio, out, fmt):
     result = steps.submission_step(s)
     click.echo(f"Submission ({result['format']}) {result['file']}: {result['recordings']} recordings, "
                f"{len(result['skipped'])} skipped")
+    for skipped in result["skipped"][:10]:
+        click.echo(f"  skipped {skipped['file']}: {skipped['reason']}")
+    if len(result["skipped"]) > 10:
+        click.echo(f"  ... and {len(result['skipped']) - 10} more (see the summary JSON beside it)")
     if result.get("missing_classes"):
         click.echo(f"{len(result['missing_classes'])} challenge classes unknown to the model were "
                    f"written as 0: {', '.join(result['missing_classes'][:10])}")

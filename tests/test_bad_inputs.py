@@ -4,14 +4,18 @@ Every case ends in one of two ways: the file is used (and its audio is sane), or
 with a reason that names it, in the step's summary. Never a traceback, a hang or a silent wrong
 result. docs/robustness.md lists the same cases.
 """
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 
 from tests.conftest import TINY, make_settings
 from utils import steps
 from utils.audio import AudioError, load_audio
-from utils.dataset import load_recordings
+from utils.dataset import Recording, load_recordings
+from utils.model_io import read_model_meta
 from utils.store import Store
 
 RATE = 16000
@@ -29,8 +33,8 @@ def write(path, data, rate=RATE, **kw):
     sf.write(path, data, rate, **kw)
 
 
-def truncated(path, fmt):
-    write(path, tone(6.0), format=fmt)
+def truncated(path, fmt, seconds=6.0):
+    write(path, tone(seconds), format=fmt)
     data = path.read_bytes()
     path.write_bytes(data[:len(data) // 3])
 
@@ -59,6 +63,9 @@ CASES = {
     "silent": ("silent.wav", lambda p: write(p, np.zeros(3 * RATE)), "used"),  # stored as noise chunks
     "truncated_wav": ("cut.wav", lambda p: truncated(p, "WAV"), "used"),  # the readable part is used
     "truncated_flac": ("cut.flac", lambda p: truncated(p, "FLAC"), "unreadable audio"),
+    "mp3": ("ok.mp3", lambda p: write(p, tone(), format="MP3"), "used"),
+    "truncated_mp3": ("cut.mp3", lambda p: truncated(p, "MP3"), "used"),  # frames before the cut
+    "truncated_ogg": ("cut.ogg", lambda p: truncated(p, "OGG", 12.0), "used"),
     "zero_bytes": ("empty.wav", lambda p: p.write_bytes(b""), "unreadable audio"),
     "header_only": ("header.wav", lambda p: write(p, np.zeros(0)), "no audio samples"),
     "not_audio": ("text.mp3", lambda p: p.write_text("this is a text file, not an mp3\n" * 50),
@@ -103,6 +110,64 @@ def test_odd_file_is_used_or_skipped_with_its_reason(tmp_path, case):
         assert odd.name in str(error.value)  # the one-line error names the file
 
 
+# at test time and in submissions a short file is padded, not skipped; the rest as in spec.py
+SCORING = {case: (name, make, "used" if expected == "shorter than MIN_CHUNK_LENGTH" else expected)
+           for case, (name, make, expected) in CASES.items()}
+
+
+def odd_folder(folder, case, rate):
+    """The odd file beside a good one; returns (odd path, good path)."""
+    name, make, _ = SCORING[case]
+    folder.mkdir(parents=True)
+    good = folder / "good.wav"
+    write(good, tone(rate=rate), rate=rate)
+    odd = folder / name
+    make(odd)
+    return odd, good
+
+
+@pytest.mark.backend
+@pytest.mark.parametrize("case", sorted(SCORING))
+def test_odd_file_in_the_test_split_is_scored_or_skipped_with_its_reason(trained, tmp_path, case):
+    odd, good = odd_folder(tmp_path / "audio", case, trained.SAMPLE_RATE)
+    label = read_model_meta(steps.run_dir(trained) / "best.keras")["classes"][0]
+    recordings = [Recording(p.stem, label, [], "test", p.name, str(p), 0.0, 0, 1) for p in (odd, good)]
+    summary = steps.test_step(trained.replace(DATASET_DIR=str(odd.parent)), out=tmp_path / "report",
+                              recordings=recordings)
+    table = pd.read_csv(tmp_path / "report" / "per_recording.csv", keep_default_na=False)
+    row = table.set_index("recording").loc[odd.stem]
+    expected = SCORING[case][2]
+    if expected == "used":
+        assert summary["scored"] == 2 and row["error"] == "" and row["chunks"] > 0
+        assert 0 <= row["top1_score"] <= 1
+    else:
+        assert summary["scored"] == 1 and summary["errors"] == 1
+        assert row["error"].startswith(expected), row["error"]
+        assert summary["skipped"] == [{"recording": odd.stem, "reason": row["error"]}]
+
+
+@pytest.mark.backend
+@pytest.mark.parametrize("case", sorted(SCORING))
+def test_odd_file_in_a_submission_is_scored_or_skipped_with_its_reason(trained, tmp_path, case):
+    odd, good = odd_folder(tmp_path / "audio", case, trained.SAMPLE_RATE)
+    out = tmp_path / "detections.csv"
+    result = steps.submission_step(trained.replace(
+        SUBMISSION_AUDIO=str(odd.parent), SUBMISSION_FILE=str(out), SUBMISSION_FORMAT="detections_csv",
+        DETECTION_MIN_SCORE=0.0))
+    written = pd.read_csv(out, keep_default_na=False)
+    expected = SCORING[case][2]
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    if expected == "used":
+        assert result["recordings"] == 2 and not result["skipped"]
+        scores = written.loc[written["file"] == odd.stem, "score"]
+        assert len(scores) > 0 and np.isfinite(scores).all()
+    else:
+        assert result["recordings"] == 1 and odd.stem not in set(written["file"])
+        assert [s["file"] for s in result["skipped"]] == [str(odd)]
+        assert result["skipped"][0]["reason"].startswith(expected)
+        assert summary["skipped"] == result["skipped"]
+
+
 def test_disk_full_midway_gives_one_line_and_keeps_earlier_shards(tmp_path, tiny_raw, monkeypatch):
     import errno
 
@@ -136,3 +201,20 @@ def test_disk_full_midway_gives_one_line_and_keeps_earlier_shards(tmp_path, tiny
     assert again.exit_code == 0, again.output
     store = Store(steps.store_root(s))
     assert len(store.recordings) == 18 and store.index.duplicated(["recording", "start"]).sum() == 0
+
+
+def test_files_with_the_same_name_in_a_submission_folder_keep_distinct_ids(tmp_path):
+    for folder in ("site A", "site B"):
+        (tmp_path / "audio" / folder).mkdir(parents=True)
+        write(tmp_path / "audio" / folder / "dawn.wav", tone(1.0))
+    write(tmp_path / "audio" / "site B" / "Dusk.wav", tone(1.0))
+    write(tmp_path / "audio" / "site A" / "dusk.WAV", tone(1.0))
+    s = make_settings(tmp_path, f"SUBMISSION_AUDIO={tmp_path / 'audio'}")
+    files = steps.submission_files(s)
+    assert sorted(files) == ["site A/dawn", "site A/dusk", "site B/Dusk", "site B/dawn"]
+    assert all(p.is_file() for p in files.values())
+    write(tmp_path / "solo.wav", tone(1.0))  # unique names stay plain
+    (tmp_path / "audio").rename(tmp_path / "old")
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "solo.wav").rename(tmp_path / "audio" / "solo.wav")
+    assert list(steps.submission_files(s)) == ["solo"]

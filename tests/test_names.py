@@ -45,3 +45,21 @@ def test_any_label_becomes_one_path_component_inside_the_folder(label):
     assert not any(sep in name for sep in ("/", "\\", "\x00"))
     root = Path("/dataset/train")
     assert (root / name).resolve().parent == root
+
+
+def test_no_shell_and_no_path_outside_the_output_folder():
+    """No subprocess with a shell and no os.system anywhere in the suite's code."""
+    import re
+
+    from utils.submission import output_path
+
+    root = Path(__file__).resolve().parents[1]
+    code = [*root.glob("*.py"), *(root / "utils").glob("*.py"), *(root / "submission").glob("*.py"),
+            *(root / "bench").glob("*.py")]
+    offenders = [str(f) for f in code if re.search(r"shell\s*=\s*True|os\.system\(|os\.popen\(",
+                                                    f.read_text(encoding="utf-8"))]
+    assert not offenders
+    assert output_path(Path("out"), "site A/dawn", "audacity") == Path("out/site A/dawn.txt")
+    for bad in ("../escape", "/etc/passwd", "a/../../b"):
+        with pytest.raises(ValueError, match="outside"):
+            output_path(Path("out"), bad, "raven")

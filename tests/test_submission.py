@@ -133,3 +133,60 @@ def test_per_file_formats_resume_where_they_stopped(trained, soundscape, tmp_pat
     again = run(trained, folder, tmp_path, "audacity")
     assert again["recordings"] == 1 and again["already_done"] == 2 and again["written"] == [str(out / "b.txt")]
     assert (out / "a.txt").stat().st_mtime_ns == kept and (out / "b.txt").exists()
+
+
+@pytest.mark.parametrize("fmt", ["kaggle2021", "raven"])
+def test_killed_submission_resumes_from_the_files_it_had_scored(trained, soundscape, tmp_path,
+                                                                monkeypatch, fmt):
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import utils.inference
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for k in range(40):
+        shutil.copy(soundscape / "XC1_SITE_20240101.wav", folder / f"XC{k}_SITE_20240101.wav")
+    out = tmp_path / ("killed.csv" if fmt == "kaggle2021" else "killed")
+    cache = out.parent / f".{out.name}.scores"
+    args = [sys.executable, "-m", "submission", "--config", str(steps.run_dir(trained) / "config.json"),
+            "--audio", str(folder), "--out", str(out), "--format", fmt, "--set", "SPEC_WORKERS=1"]
+    process = subprocess.Popen(args, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and len(list(cache.glob("*.npz"))) < 5:
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    cached = len(list(cache.glob("*.npz")))
+    assert 5 <= cached < 40, "the run must be stopped midway for this test to mean anything"
+    if fmt == "kaggle2021":
+        assert not out.exists()  # never a partial submission
+    else:
+        assert len(list(out.glob("*.txt"))) <= cached
+
+    scored = []
+    real = utils.inference.score_files
+
+    def counting(model, params, paths, *args, **kwargs):
+        scored.extend(paths)
+        return real(model, params, paths, *args, **kwargs)
+
+    monkeypatch.setattr(utils.inference, "score_files", counting)
+    settings = trained.replace(SUBMISSION_AUDIO=str(folder), SUBMISSION_FORMAT=fmt, SPEC_WORKERS=1)
+    resumed = steps.submission_step(settings.replace(SUBMISSION_FILE=str(out)))
+    assert len(scored) == 40 - cached and resumed["recordings"] == 40 - resumed["already_done"]
+    assert not cache.exists()  # removed once the submission is written
+    straight = tmp_path / ("straight.csv" if fmt == "kaggle2021" else "straight")
+    steps.submission_step(settings.replace(SUBMISSION_FILE=str(straight)))
+    if fmt == "kaggle2021":
+        assert out.read_text() == straight.read_text()
+    else:
+        names = sorted(p.name for p in straight.glob("*.txt"))
+        assert len(names) == 40 and sorted(p.name for p in out.glob("*.txt")) == names
+        assert all((out / n).read_text() == (straight / n).read_text() for n in names)

@@ -51,3 +51,5 @@ def test_a_teacher_with_other_spectrograms_is_refused(teacher, tmp_path):
     steps.spec_step(other)
     with pytest.raises(ValueError, match="other spectrograms .*width"):
         steps.train_step(other)
+    with pytest.raises(ValueError, match="other spectrograms .*width.*cannot teach or start"):
+        steps.train_step(other.replace(TEACHER=[], PRETRAINED=str(path)))

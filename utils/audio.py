@@ -49,7 +49,7 @@ def load_audio(path: str | Path, sample_rate: int, channel: str | int = "mean") 
     except Exception as exc:
         raise AudioError(path, f"unreadable audio ({_short(exc)})") from None
     if data.size == 0:
-        raise AudioError(path, "no audio samples")
+        raise AudioError(path, "no audio samples (empty, or cut short before its first block)")
     return _mono_at_rate(data, rate, sample_rate, channel)
 
 

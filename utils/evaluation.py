@@ -102,7 +102,10 @@ def summarise(table: pd.DataFrame, pooled: pd.DataFrame, classes: list[str],
     summary = {"recordings": int(len(table)), "scored": int(len(scored)), "classes": list(classes),
                "unknown_label": int(sum(unknown.values())), "unknown_labels": dict(unknown),
                "unknown_background_labels": dict(unknown_background),
-               "errors": int((table["error"] != "").sum()), "with_background": options.with_background,
+               "errors": int((table["error"] != "").sum()),
+               "skipped": [{"recording": r, "reason": e} for r, e in
+                           table.loc[table["error"] != "", ["recording", "error"]].itertuples(index=False)],
+               "with_background": options.with_background,
                "f1_threshold": options.f1_threshold}
     metrics = {key: float("nan") for key in METRICS}
     classes_table = pd.DataFrame(columns=["class", "support", "predicted", "precision", "recall", "f1",
@@ -155,7 +158,11 @@ def summary_text(summary: dict) -> str:
         lines.append(f"  {summary['unknown_label']} recordings with labels the model does not know "
                      f"(left out): {', '.join(sorted(summary['unknown_labels']))}")
     if summary.get("errors"):
-        lines.append(f"  {summary['errors']} recordings could not be scored (see per_recording.csv)")
+        lines.append(f"  {summary['errors']} recordings could not be scored (see per_recording.csv):")
+        skipped = summary.get("skipped", [])
+        lines += [f"    {s['recording']}: {s['reason']}" for s in skipped[:10]]
+        if len(skipped) > 10:
+            lines.append(f"    ... and {len(skipped) - 10} more")
     return "\n".join(lines)
 
 

@@ -161,29 +161,44 @@ def load_ensemble(paths: list[str | Path], weights: list[float] | None = None
 
 
 def ensemble_scores(members: list[Member], paths: list[str], reduce, batch_size: int = 128,
-                    workers: int = 1, shifts: tuple[float, ...] = (), segment_seconds: float = 600.0
-                    ) -> dict[str, tuple[np.ndarray | None, int, str]]:
+                    workers: int = 1, shifts: tuple[float, ...] = (), segment_seconds: float = 600.0,
+                    cache=None) -> dict[str, tuple[np.ndarray | None, int, str]]:
     """path -> (reduced scores weighted over models or None, chunks scored, error).
 
     ``reduce`` turns one model's chunk scores of a file into what is averaged: ``Pooling.per_file``
     (one vector per file), or any ``f(scores, starts, path, params)`` (e.g. scores per 5-s window). Each
     model scores every file with its own spectrogram settings and is reduced first, so models
-    with different chunk grids combine.
+    with different chunk grids combine. ``cache`` (a ``ScoreCache``) keeps each finished file's
+    reduced scores, and files found in it are not scored again.
     """
     from tqdm import tqdm
 
     out: dict[str, tuple[np.ndarray | None, int, str]] = {p: (None, 0, "") for p in paths}
+
+    def add(path: str, member: Member, reduced: np.ndarray, chunks: int) -> None:
+        total, most, error = out[path]
+        if not error:
+            weighted = member.weight * reduced
+            out[path] = (weighted if total is None else total + weighted, max(most, chunks), "")
+
     for number, member in enumerate(members, 1):
+        todo = []
+        for path in paths:
+            cached = cache.get(number, path) if cache is not None else None
+            if cached is None:
+                todo.append(path)
+            else:
+                add(path, member, *cached)
         desc = "scoring" if len(members) == 1 else f"scoring (model {number}/{len(members)})"
-        results = score_files(member.model, member.params, paths, batch_size, workers, shifts,
+        results = score_files(member.model, member.params, todo, batch_size, workers, shifts,
                               segment_seconds)
-        for result in tqdm(results, total=len(paths), desc=desc, unit="file"):
-            total, chunks, error = out[result.path]
-            if result.scores is None or error:
-                out[result.path] = (None, chunks, error or result.error)
+        for result in tqdm(results, total=len(todo), desc=desc, unit="file"):
+            if result.scores is None:
+                out[result.path] = (None, out[result.path][1], out[result.path][2] or result.error)
                 continue
-            reduced = member.weight * np.asarray(
-                reduce(result.scores[:, member.columns], result.starts, result.path, member.params))
-            out[result.path] = (reduced if total is None else total + reduced,
-                                max(chunks, len(result.scores)), "")
+            reduced = np.asarray(reduce(result.scores[:, member.columns], result.starts, result.path,
+                                        member.params))
+            if cache is not None:
+                cache.put(number, result.path, reduced, len(result.scores))
+            add(result.path, member, reduced, len(result.scores))
     return out

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -252,7 +253,7 @@ def submission_files(s: Settings) -> dict[str, Path]:
         if not folder.is_dir():
             raise FileNotFoundError(f"SUBMISSION_AUDIO folder not found: {folder}")
         paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
-        stems = [p.stem for p in paths]
+        stems = [p.stem.casefold() for p in paths]  # output files may live on a case-blind disk
         unique = len(set(stems)) == len(stems)
         return {(p.stem if unique else p.relative_to(folder).with_suffix("").as_posix()): p
                 for p in paths}
@@ -262,6 +263,7 @@ def submission_files(s: Settings) -> dict[str, Path]:
 def submission_step(s: Settings) -> dict:
     use_backend(s["KERAS_BACKEND"])
     from utils.inference import load_ensemble
+    from utils.score_cache import ScoreCache, model_identity
     from utils.submission import SubmissionOptions, file_scores, output_path, write_submission
 
     options = SubmissionOptions.from_settings(s)
@@ -274,13 +276,25 @@ def submission_step(s: Settings) -> dict:
         if options.per_file else set()
     if done:
         log.info("resuming: %d of %d files already have their output in %s", len(done), len(files), out)
+    # finished files' scores wait here until the submission is written: a killed run resumes
+    cache = ScoreCache(out.parent / f".{out.name}.scores", {
+        "models": model_identity(model_files(s)), "weights": s["TEST_MODEL_WEIGHTS"],
+        "options": asdict(options), "shifts": s["TEST_TIME_SHIFTS"], "segment": s["SEGMENT_LENGTH"]})
     scored, skipped = file_scores(members, {k: v for k, v in files.items() if k not in done}, options,
                                   s["PREDICT_BATCH_SIZE"], worker_count(s["SPEC_WORKERS"]),
-                                  tuple(s["TEST_TIME_SHIFTS"]), s["SEGMENT_LENGTH"])
+                                  tuple(s["TEST_TIME_SHIFTS"]), s["SEGMENT_LENGTH"], cache)
     spec = members[0].params
     result = write_submission(scored, classes, options, out, band=(spec.fmin, spec.fmax))
-    return {"file": str(out), "format": options.format, "recordings": len(scored),
-            "already_done": len(done), "skipped": skipped, **result}
+    cache.clear()
+    summary = {"file": str(out), "format": options.format, "recordings": len(scored),
+               "already_done": len(done), "skipped": skipped, **result}
+    atomic_write_json(submission_summary_path(out, options.per_file), summary)
+    return summary
+
+
+def submission_summary_path(out: Path, per_file: bool) -> Path:
+    """Beside the submission file (``submission.summary.json``), or inside a per-file folder."""
+    return out / "summary.json" if per_file else out.with_name(f"{out.stem}.summary.json")
 
 
 def report_folder(s: Settings, name: str) -> Path:

@@ -68,13 +68,17 @@ class SubmissionOptions:
 def output_path(out: Path, recording: str, fmt: str) -> Path:
     """Where a per-file format writes one recording's output."""
     suffix = ".Table.1.selections.txt" if fmt == "raven" else ".txt"
-    return Path(out) / f"{recording}{suffix}"
+    path = Path(out) / f"{recording}{suffix}"
+    if ".." in Path(recording).parts or Path(recording).is_absolute():
+        raise ValueError(f"recording id {recording!r} would write outside {out}")
+    return path
 
 
 def file_scores(members: list[Member], files: dict[str, Path], options: SubmissionOptions,
                 batch_size: int = 128, workers: int = 1, shifts: tuple[float, ...] = (),
-                segment_seconds: float = 600.0) -> tuple[list[fm.FileScores], list[dict]]:
-    """Scores of every file for the format: one row per file, or one per window."""
+                segment_seconds: float = 600.0, cache=None) -> tuple[list[fm.FileScores], list[dict]]:
+    """Scores of every file for the format: one row per file, or one per window (``cache``: a
+    ``ScoreCache`` that lets a killed run resume)."""
     durations, errors = {}, []
     for rec, path in files.items():
         try:
@@ -90,7 +94,7 @@ def file_scores(members: list[Member], files: dict[str, Path], options: Submissi
 
     reduce = options.pooling.per_file if options.monophone else per_window
     results = ensemble_scores(members, list(paths), reduce, batch_size, workers, shifts,
-                              segment_seconds)
+                              segment_seconds, cache)
     out = []
     for path, (scores, _, error) in results.items():
         if scores is None:
