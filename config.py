@@ -117,7 +117,10 @@ POOLING_TOP_K = 3                            # top_k_mean: chunks averaged per c
 POOLING_ALPHA = 5.0                          # mean_exp: 0 -> mean, large -> max
 TEST_WITH_BACKGROUND = True                  # background labels count as targets (MLRAP, F1, cmAP, ROC-AUC)
 CALL_THRESHOLD = 0.5                         # a class is "called" at this score: row-wise F1 and kaggle2021 rows
-PREDICT_BATCH_SIZE = 128                     # chunks per model call when scoring
+PREDICT_BATCH_SIZE = 128                     # chunks per model call when scoring (Keras runtime)
+SCORING_RUNTIME: Literal["auto", "keras", "litert"] = "auto"  # litert: the model exported to LiteRT, run in
+                                             # each worker (about 2x Keras on CPU; scores checked against Keras at
+                                             # export); auto: litert where ai-edge-litert and TensorFlow are installed
 
 # ----------------------------------------------------------------------------- submission (step 5)
 SUBMISSION_AUDIO = ""                        # folder of audio files to score; "" = the TEST_SPLIT files
@@ -127,6 +130,8 @@ SUBMISSION_FORMAT: Literal["topn_csv", "birdclef2018_mono", "birdclef2018_sounds
                                              # docs/submission.md shows each; *_mono/topn: per file, others per window
 SUBMISSION_TOP_N = 5                         # classes per file (topn_csv) or per window (birdclef2018_soundscape)
 SUBMISSION_WINDOW = 5.0                      # seconds per soundscape row (BirdCLEF: 5)
+SOUNDSCAPE_OVERLAP = 0.0                     # seconds shared by consecutive chunks when scoring per window (not the
+                                             # spectrograms: those are the model's); -1 = the model's CHUNK_OVERLAP
 WINDOW_POOLING: Literal["median_filtered", "mean", "max", "top_k_mean", "mean_exp", "log_mean"] = "max"
                                              # chunks overlapping a window -> the window's scores
 DETECTION_MIN_SCORE = 0.1                    # raven, audacity, detections_csv: lower scores are not written

@@ -2,7 +2,9 @@
 calls on batches that span files, chunk scores back per file."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -11,6 +13,8 @@ import numpy as np
 from utils.audio import AudioError, audio_info
 from utils.extract import file_chunk_count, file_images, map_jobs, segment_images
 from utils.spectrogram import SpecParams, to_uint8
+
+log = logging.getLogger("bioacoustics")
 
 
 @dataclass
@@ -64,25 +68,54 @@ def _images_for(piece: Piece, params: SpecParams, shifts: tuple[float, ...] = ()
     return piece, to_uint8(images), starts, ""
 
 
+def _scores_for(piece: Piece, params: SpecParams, shifts: tuple[float, ...], runtime_file: str
+                ) -> tuple[Piece, np.ndarray | None, np.ndarray, str]:
+    """Images and their scores in one worker process (exported runtimes: the model is per process)."""
+    from utils.runtime import worker_scorer
+
+    piece, images, starts, error = _images_for(piece, params, shifts)
+    if images is None:
+        return piece, None, starts, error
+    scores = worker_scorer(runtime_file).predict_on_batch(images[..., None].astype(np.float32) / 255.0)
+    return piece, scores, starts, ""
+
+
+def warm_worker(params: SpecParams, runtime_file: str = "") -> int:
+    """Load and run once what a worker needs (lazy imports, filterbank, the exported model), so
+    that a long-lived pool pays its one-off costs up front."""
+    from utils.spectrogram import chunk_images
+
+    images = chunk_images(np.zeros((1, params.chunk_samples), np.float32), params)
+    if runtime_file:
+        from utils.runtime import worker_scorer
+
+        scorer = worker_scorer(runtime_file)
+        scorer.predict_on_batch(np.repeat(images[..., None], sum(scorer.SIZES), axis=0))  # each size once
+    return os.getpid()
+
+
 def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_size: int = 128,
-                workers: int = 1, shifts: tuple[float, ...] = (), segment_seconds: float = 600.0
-                ) -> Iterator[FileScores]:
+                workers: int = 1, shifts: tuple[float, ...] = (), segment_seconds: float = 600.0,
+                runtime_file: str = "", pool=None) -> Iterator[FileScores]:
     """Yield one FileScores per path, in order (errors included).
 
     Worker processes decode and make spectrograms while this process runs the model; chunks of
     several files share a batch, and files longer than ``segment_seconds`` are read segment by
     segment, so decode memory does not grow with file length. ``shifts``: test-time
     augmentation, the chunk grid moved by these offsets (seconds) is scored too (files up to
-    ``segment_seconds``).
+    ``segment_seconds``). ``runtime_file``: an exported model (LiteRT) that each worker process
+    runs itself on its own pieces, instead of ``model`` in this process. ``pool``: worker
+    processes already started (``utils.extract.worker_pool``), kept for the next call.
     """
     paths = [str(p) for p in paths]
+    if runtime_file:
+        yield from _score_in_workers(paths, params, workers, shifts, segment_seconds, runtime_file, pool)
+        return
     pending: list[tuple[Piece, np.ndarray, np.ndarray]] = []
     parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
 
     def finish(piece: Piece) -> Iterator[FileScores]:
-        got = parts.pop(piece.path, [])
-        yield FileScores(piece.path, np.concatenate([g[0] for g in got]),
-                         np.concatenate([g[1] for g in got]))
+        yield _joined(piece.path, parts.pop(piece.path, []))
 
     def flush() -> Iterator[FileScores]:
         if not pending:
@@ -101,7 +134,8 @@ def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_si
     failed: dict[str, str] = {}
     waiting = 0  # chunks in pending
     pieces = plan_pieces(paths, params, segment_seconds)
-    for piece, images, starts, error in map_jobs(_images_for, pieces, workers, params, tuple(shifts)):
+    for piece, images, starts, error in map_jobs(_images_for, pieces, workers, params, tuple(shifts),
+                                                 pool=pool):
         if images is None or piece.path in failed:
             failed.setdefault(piece.path, error)
             if piece.last:
@@ -118,6 +152,29 @@ def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_si
     yield from flush()
 
 
+def _joined(path: str, parts: list[tuple[np.ndarray, np.ndarray]]) -> FileScores:
+    return FileScores(path, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+def _score_in_workers(paths: list[str], params: SpecParams, workers: int, shifts: tuple[float, ...],
+                      segment_seconds: float, runtime_file: str, pool=None) -> Iterator[FileScores]:
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    failed: dict[str, str] = {}
+    pieces = plan_pieces(paths, params, segment_seconds)
+    for piece, scores, starts, error in map_jobs(_scores_for, pieces, workers, params, tuple(shifts),
+                                                 runtime_file, pool=pool):
+        if scores is None or piece.path in failed:
+            failed.setdefault(piece.path, error)
+        else:
+            parts.setdefault(piece.path, []).append((starts, scores))
+        if piece.last:
+            if piece.path in failed:
+                parts.pop(piece.path, None)
+                yield FileScores(piece.path, np.zeros(0), None, failed.pop(piece.path))
+            else:
+                yield _joined(piece.path, parts.pop(piece.path))
+
+
 @dataclass
 class Member:
     """One model of an ensemble, its columns put in the ensemble's class order."""
@@ -126,20 +183,25 @@ class Member:
     meta: dict
     weight: float
     columns: np.ndarray  # ensemble class i is this model's output column columns[i]
+    runtime_file: str = ""  # its LiteRT export when scoring runs there (see utils.runtime)
 
     @property
     def params(self) -> SpecParams:
         return SpecParams.from_dict(self.meta["spec"])
 
 
-def load_ensemble(paths: list[str | Path], weights: list[float] | None = None
+def load_ensemble(paths: list[str | Path], weights: list[float] | None = None, runtime: str = "keras"
                   ) -> tuple[list[Member], list[str]]:
     """Models whose scores are averaged (weights normalised to sum 1); (members, class list).
 
     Every model must know the same classes (in any order); each keeps its own spectrogram
-    settings, so models trained on other chunk lengths or bands can be combined.
+    settings, so models trained on other chunk lengths or bands can be combined. ``runtime``:
+    "keras", "litert" or "auto" (``utils.runtime.choose_runtime``).
     """
     from utils.model_io import load_model
+    from utils.runtime import choose_runtime, export_litert
+
+    chosen = choose_runtime(runtime)
 
     if not paths:
         raise ValueError("no model to test")
@@ -156,20 +218,30 @@ def load_ensemble(paths: list[str | Path], weights: list[float] | None = None
             raise ValueError(f"{path} knows other classes than {paths[0]} (differ in: "
                              f"{', '.join(differ[:5])}); an ensemble needs one class list")
         columns = np.array([list(meta["classes"]).index(c) for c in classes])
-        members.append(Member(model, meta, weight / sum(weights), columns))
+        exported = ""
+        if chosen == "litert":
+            try:
+                exported = str(export_litert(model, path, tuple(model.input_shape[1:])))
+            except Exception as exc:  # noqa: BLE001 - "auto" falls back to Keras, loudly
+                if runtime == "litert":
+                    raise
+                log.warning("scoring %s with Keras: its LiteRT export failed (%s)", path, exc)
+        members.append(Member(model, meta, weight / sum(weights), columns, exported))
     return members, classes
 
 
 def ensemble_scores(members: list[Member], paths: list[str], reduce, batch_size: int = 128,
                     workers: int = 1, shifts: tuple[float, ...] = (), segment_seconds: float = 600.0,
-                    cache=None) -> dict[str, tuple[np.ndarray | None, int, str]]:
+                    cache=None, overlap: float | None = None, pool=None
+                    ) -> dict[str, tuple[np.ndarray | None, int, str]]:
     """path -> (reduced scores weighted over models or None, chunks scored, error).
 
     ``reduce`` turns one model's chunk scores of a file into what is averaged: ``Pooling.per_file``
     (one vector per file), or any ``f(scores, starts, path, params)`` (e.g. scores per 5-s window). Each
     model scores every file with its own spectrogram settings and is reduced first, so models
     with different chunk grids combine. ``cache`` (a ``ScoreCache``) keeps each finished file's
-    reduced scores, and files found in it are not scored again.
+    reduced scores, and files found in it are not scored again. ``overlap`` (seconds) replaces
+    the models' chunk overlap: the chunk grid only, the spectrograms stay the models' own.
     """
     from tqdm import tqdm
 
@@ -190,14 +262,15 @@ def ensemble_scores(members: list[Member], paths: list[str], reduce, batch_size:
             else:
                 add(path, member, *cached)
         desc = "scoring" if len(members) == 1 else f"scoring (model {number}/{len(members)})"
-        results = score_files(member.model, member.params, todo, batch_size, workers, shifts,
-                              segment_seconds)
+        params = member.params if overlap is None else replace(member.params, chunk_overlap=overlap)
+        results = score_files(member.model, params, todo, batch_size, workers, shifts,
+                              segment_seconds, member.runtime_file, pool)
         for result in tqdm(results, total=len(todo), desc=desc, unit="file"):
             if result.scores is None:
                 out[result.path] = (None, out[result.path][1], out[result.path][2] or result.error)
                 continue
             reduced = np.asarray(reduce(result.scores[:, member.columns], result.starts, result.path,
-                                        member.params))
+                                        params))
             if cache is not None:
                 cache.put(number, result.path, reduced, len(result.scores))
             add(result.path, member, reduced, len(result.scores))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.fileio import atomic_path, atomic_write_json, read_json
+from utils.fileio import atomic_path, atomic_write_json, read_json, remove_stale_temporaries
 
 log = logging.getLogger("bioacoustics")
 
@@ -27,7 +27,8 @@ class ScoreCache:
             shutil.rmtree(self.folder)
         if not marker.exists():
             atomic_write_json(marker, self.identity)
-        found = len(list(self.folder.glob("*.npz")))
+        remove_stale_temporaries(self.folder)  # a killed run's half-written file
+        found = len(list(self.folder.glob("m*.npz")))
         if found:
             log.info("resuming: %d scored files found in %s", found, self.folder)
 

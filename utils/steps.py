@@ -21,7 +21,7 @@ import pandas as pd
 from utils.audio import AUDIO_EXTENSIONS
 from utils.dataset import assign_splits, load_recordings, scan_csv, scan_folders, sort_dataset
 from utils.extract import (DaskPool, Job, Selection, class_quotas, extract_to_store, plan_jobs,
-                           worker_count)
+                           worker_count, worker_pool)
 from utils.fileio import atomic_write_json, atomic_write_text
 from utils.settings import save_settings
 from utils.spectrogram import SpecParams, spec_differences
@@ -184,7 +184,7 @@ def test_step(s: Settings, out: Path | None = None, recordings=None) -> dict:
     from utils.evaluation import TestOptions, evaluate_recordings, write_report
     from utils.inference import load_ensemble
 
-    members, classes = load_ensemble(model_files(s), s["TEST_MODEL_WEIGHTS"])
+    members, classes = load_ensemble(model_files(s), s["TEST_MODEL_WEIGHTS"], s["SCORING_RUNTIME"])
     for member in members:
         _note_spec_differences(member.meta, s)
     if recordings is None:
@@ -267,7 +267,7 @@ def submission_step(s: Settings) -> dict:
     from utils.submission import SubmissionOptions, file_scores, output_path, write_submission
 
     options = SubmissionOptions.from_settings(s)
-    members, classes = load_ensemble(model_files(s), s["TEST_MODEL_WEIGHTS"])
+    members, classes = load_ensemble(model_files(s), s["TEST_MODEL_WEIGHTS"], s["SCORING_RUNTIME"])
     files = submission_files(s)
     if not files:
         raise ValueError("no audio files to score")
@@ -280,9 +280,12 @@ def submission_step(s: Settings) -> dict:
     cache = ScoreCache(out.parent / f".{out.name}.scores", {
         "models": model_identity(model_files(s)), "weights": s["TEST_MODEL_WEIGHTS"],
         "options": asdict(options), "shifts": s["TEST_TIME_SHIFTS"], "segment": s["SEGMENT_LENGTH"]})
-    scored, skipped = file_scores(members, {k: v for k, v in files.items() if k not in done}, options,
-                                  s["PREDICT_BATCH_SIZE"], worker_count(s["SPEC_WORKERS"]),
-                                  tuple(s["TEST_TIME_SHIFTS"]), s["SEGMENT_LENGTH"], cache)
+    workers = worker_count(s["SPEC_WORKERS"])
+    with contextlib.ExitStack() as stack:  # one pool for every model of an ensemble
+        pool = stack.enter_context(worker_pool(workers)) if workers > 1 and len(members) > 1 else None
+        scored, skipped = file_scores(members, {k: v for k, v in files.items() if k not in done},
+                                      options, s["PREDICT_BATCH_SIZE"], workers,
+                                      tuple(s["TEST_TIME_SHIFTS"]), s["SEGMENT_LENGTH"], cache, pool)
     spec = members[0].params
     result = write_submission(scored, classes, options, out, band=(spec.fmin, spec.fmax))
     cache.clear()

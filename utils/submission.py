@@ -32,6 +32,7 @@ class SubmissionOptions:
     min_score: float = 0.1                # users' formats: detections below are not written
     class_map: str = ""                   # label -> challenge code table
     challenge_classes: str = ""           # kaggle_probabilities: the challenge's class list
+    soundscape_overlap: float = 0.0       # chunk overlap when scoring per window; < 0: the model's
 
     def __post_init__(self):
         if self.format not in fm.FORMATS:
@@ -47,7 +48,7 @@ class SubmissionOptions:
         return cls(s["SUBMISSION_FORMAT"], Pooling.from_settings(s), s["SUBMISSION_WINDOW"],
                    Pooling(s["WINDOW_POOLING"], s["POOLING_TOP_K"], s["POOLING_ALPHA"]),
                    s["SUBMISSION_TOP_N"], s["CALL_THRESHOLD"], s["DETECTION_MIN_SCORE"],
-                   s["CLASS_MAP"], s["CHALLENGE_CLASSES"])
+                   s["CLASS_MAP"], s["CHALLENGE_CLASSES"], s["SOUNDSCAPE_OVERLAP"])
 
     @property
     def monophone(self) -> bool:
@@ -76,7 +77,8 @@ def output_path(out: Path, recording: str, fmt: str) -> Path:
 
 def file_scores(members: list[Member], files: dict[str, Path], options: SubmissionOptions,
                 batch_size: int = 128, workers: int = 1, shifts: tuple[float, ...] = (),
-                segment_seconds: float = 600.0, cache=None) -> tuple[list[fm.FileScores], list[dict]]:
+                segment_seconds: float = 600.0, cache=None, pool=None
+                ) -> tuple[list[fm.FileScores], list[dict]]:
     """Scores of every file for the format: one row per file, or one per window (``cache``: a
     ``ScoreCache`` that lets a killed run resume)."""
     durations, errors = {}, []
@@ -93,8 +95,9 @@ def file_scores(members: list[Member], files: dict[str, Path], options: Submissi
                              alpha=options.window_pooling.alpha)[1]
 
     reduce = options.pooling.per_file if options.monophone else per_window
+    overlap = None if options.monophone or options.soundscape_overlap < 0 else options.soundscape_overlap
     results = ensemble_scores(members, list(paths), reduce, batch_size, workers, shifts,
-                              segment_seconds, cache)
+                              segment_seconds, cache, overlap, pool)
     out = []
     for path, (scores, _, error) in results.items():
         if scores is None:
