@@ -91,6 +91,8 @@ WARMUP_EPOCHS = 1.0                          # linear warm-up from 0 over this m
 WEIGHT_DECAY = 0.0001                        # decoupled weight decay (any optimizer); 0 = none
 L2_WEIGHT = 0.0                              # L2 penalty on kernels added to the loss (the baseline's)
 GRADIENT_CLIP = 0.0                          # clip gradients to this global norm; 0 = no clipping
+WEIGHT_EMA = 0.0                             # momentum of a moving average of the weights (e.g. 0.99) that is
+                                             # validated, selected and saved instead of the raw weights; 0 = off
 LOSS: Literal["crossentropy", "focal"] = "crossentropy"  # focal down-weights easy chunks
 LABEL_SMOOTHING = 0.0                        # share of target mass spread over the other classes
 FOCAL_GAMMA = 2.0                            # focusing parameter of the focal loss

@@ -101,3 +101,15 @@ def test_csv_group_column_reaches_the_metadata(tmp_path):
     assert {r.id: r.group for r in load_recordings(tmp_path / "dataset")} == {"a": "Ann", "b": ""}
     with pytest.raises(ValueError, match="no column 'site'"):
         scan_csv(tmp_path / "list.csv", group_column="site")
+
+
+def test_a_file_listed_twice_is_sorted_once_and_reported(tmp_path):
+    wav(tmp_path / "audio" / "a.wav")
+    wav(tmp_path / "audio" / "b.wav")
+    (tmp_path / "list.csv").write_text("path,label\naudio/a.wav,x\naudio/b.wav,x\naudio/a.wav,y\n")
+    items, _ = scan_csv(tmp_path / "list.csv")
+    summary = sort_dataset(assign_splits(items, 0.0, seed=0), tmp_path / "dataset")
+    assert summary["sorted"] == 2
+    assert [p["reason"] for p in summary["problems"]] == [
+        "listed more than once; kept the first listing (label 'x')"]
+    assert {r.id: r.primary for r in load_recordings(tmp_path / "dataset")} == {"a": "x", "b": "x"}

@@ -130,3 +130,28 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, tiny
     steps.spec_step(s)
     result = steps.train_step(s)
     assert result["epochs"] == result["best_epoch"] + 2 < 10
+
+
+def test_weight_ema_leaves_training_alone_and_saves_the_averaged_weights(tmp_path, tiny_raw):
+    from utils.model_io import load_model
+    from utils.schedules import make_optimizer
+
+    assert make_optimizer("adamw", 0.001, ema=0.9).use_ema
+    with pytest.raises(ValueError, match="WEIGHT_EMA"):
+        make_optimizer("adamw", 0.001, ema=1.0)
+    s = make_settings(tmp_path, *TINY, f"RAW_DATA={tiny_raw}", "EPOCHS=2", "SNAPSHOT_EPOCHS=0",
+                      "AUGMENTATION={}")
+    steps.sort_step(s)
+    steps.spec_step(s)
+    runs = {}
+    for name, ema in (("raw", 0.0), ("ema", 0.99)):
+        steps.train_step(s.replace(RUN_NAME=name, WEIGHT_EMA=ema))
+        log = (tmp_path / "runs" / name / "train_log.csv").read_text().splitlines()
+        header = log[0].split(",")
+        losses = [float(row.split(",")[header.index("loss")]) for row in log[1:]]
+        weights = load_model(tmp_path / "runs" / name / "last.keras")[0].get_weights()
+        runs[name] = losses, weights
+    assert np.allclose(runs["raw"][0], runs["ema"][0], rtol=1e-4)  # the same training
+    difference = max(np.abs(a - b).max() for a, b in zip(runs["raw"][1], runs["ema"][1]))
+    assert difference > 1e-4  # but the averaged weights were kept
+    assert steps.test_step(s.replace(RUN_NAME="ema"))["scored"] == 3

@@ -231,8 +231,14 @@ def sort_dataset(items: list[RawItem], dataset_dir: str | Path, mode: str = "cop
     folders = unique_names(i.label for i in items)
     ids = recording_ids(items, earlier)
     summary = {"sorted": 0, "already_done": 0, "problems": [], "splits": defaultdict(int)}
+    first_label: dict[str, str] = {}
     for item, rec_id in tqdm(list(zip(items, ids)), desc="sorting", unit="file"):
         source = Path(item.source)
+        if item.source in first_label:  # the same file listed twice (a CSV with a repeated row)
+            summary["problems"].append({"source": item.source, "reason": (
+                f"listed more than once; kept the first listing (label {first_label[item.source]!r})")})
+            continue
+        first_label[item.source] = item.label
         record = earlier.get(item.source)
         if record is None:
             if not source.exists():

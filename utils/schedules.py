@@ -63,10 +63,15 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
 OPTIMIZERS = ("adam", "adamw", "sgd", "nesterov")
 
 
-def make_optimizer(name: str, schedule, weight_decay: float = 0.0, clip_norm: float = 0.0):
-    """Adam, AdamW, SGD with momentum, or Nesterov SGD; decoupled weight decay and gradient
-    clipping by global norm when asked."""
+def make_optimizer(name: str, schedule, weight_decay: float = 0.0, clip_norm: float = 0.0,
+                   ema: float = 0.0):
+    """Adam, AdamW, SGD with momentum, or Nesterov SGD; decoupled weight decay, gradient
+    clipping by global norm and a moving average of the weights (``ema``: its momentum) when asked."""
+    if not 0 <= ema < 1:
+        raise ValueError(f"WEIGHT_EMA must be in [0, 1), got {ema}")
     options = {"learning_rate": schedule}
+    if ema:
+        options.update(use_ema=True, ema_momentum=ema)
     if clip_norm > 0:
         options["global_clipnorm"] = clip_norm
     if weight_decay > 0:

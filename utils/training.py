@@ -56,6 +56,7 @@ class TrainOptions:
     learning_rate_end: float = 0.0
     warmup_epochs: float = 0.0
     gradient_clip: float = 0.0
+    weight_ema: float = 0.0
     l2: float = 0.0
     loss: str = "crossentropy"
     label_smoothing: float = 0.0
@@ -105,7 +106,8 @@ class TrainOptions:
                    augmentation_count=s["AUGMENTATION_COUNT"], optimizer=s["OPTIMIZER"],
                    lr_schedule=check_schedule(s["LR_SCHEDULE"]),
                    learning_rate_end=s["LEARNING_RATE_END"], warmup_epochs=s["WARMUP_EPOCHS"],
-                   gradient_clip=s["GRADIENT_CLIP"], l2=s["L2_WEIGHT"], loss=s["LOSS"],
+                   gradient_clip=s["GRADIENT_CLIP"], weight_ema=s["WEIGHT_EMA"], l2=s["L2_WEIGHT"],
+                   loss=s["LOSS"],
                    label_smoothing=s["LABEL_SMOOTHING"], focal_gamma=s["FOCAL_GAMMA"],
                    class_balance=s["CLASS_BALANCE"], tensorboard=s["TENSORBOARD"],
                    kernel_sizes=tuple(s["KERNEL_SIZES"]), width=s["WIDTH"],
@@ -230,7 +232,7 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
     schedule = EpochSchedule(options.lr_schedule, options.learning_rate, options.learning_rate_end,
                              options.epochs, len(train_batches), options.warmup_epochs)
     model.compile(optimizer=make_optimizer(options.optimizer, schedule, options.weight_decay,
-                                           options.gradient_clip),
+                                           options.gradient_clip, options.weight_ema),
                   loss=make_loss(options.loss, options.multi_label, options.label_smoothing,
                                  options.focal_gamma),
                   metrics=["binary_accuracy" if options.multi_label else "categorical_accuracy"])
@@ -263,6 +265,8 @@ def run_callbacks(store: Store, val: ChunkSet, classes: list[str], options: Trai
     callbacks: list[keras.callbacks.Callback] = [
         RandomStateBackup(backup / "random_state.json", backup),
         keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True)]
+    if options.weight_ema:  # after the backup (raw weights), before validation and selection
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if len(val):
         val_batches = ChunkBatches(store, val.shards, val.rows, val.targets, options.batch_size * 4)
         callbacks.append(RecordingValidation(val_batches, val, classes, options.pooler(),
