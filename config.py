@@ -93,6 +93,7 @@ L2_WEIGHT = 0.0                              # L2 penalty on kernels added to th
 GRADIENT_CLIP = 0.0                          # clip gradients to this global norm; 0 = no clipping
 WEIGHT_EMA = 0.0                             # momentum of a moving average of the weights (e.g. 0.99) that is
                                              # validated, selected and saved instead of the raw weights; 0 = off
+                                             # (TensorFlow and PyTorch backends)
 LOSS: Literal["crossentropy", "focal"] = "crossentropy"  # focal down-weights easy chunks
 LABEL_SMOOTHING = 0.0                        # share of target mass spread over the other classes
 FOCAL_GAMMA = 2.0                            # focusing parameter of the focal loss

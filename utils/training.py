@@ -186,6 +186,9 @@ def use_data_parallel() -> int:
 def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Path,
            options: TrainOptions, extra_meta: dict | None = None,
            splits: Mapping[str, str] | None = None) -> dict:
+    if options.weight_ema and keras.backend.backend() == "jax":
+        raise ValueError("WEIGHT_EMA does not work on the JAX backend (Keras' weight swap touches "
+                         "buffers JAX has donated); use TensorFlow or PyTorch, or WEIGHT_EMA = 0")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(options.seed)
