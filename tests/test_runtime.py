@@ -68,4 +68,4 @@ def test_a_read_only_model_folder_exports_to_the_temporary_folder(model_file, mo
     # as on Kaggle, where models come from a read-only input folder (root could write anyway)
     monkeypatch.setattr(utils.runtime.os, "access", lambda path, mode: False)
     target = exported_path(model_file)
-    assert target.parent.name == "bioacoustics-litert" and target.name.startswith("best.")
+    assert target.parent.name.startswith("bioacoustics-litert-") and target.name.startswith("best.")

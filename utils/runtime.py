@@ -56,7 +56,8 @@ def exported_path(model_path: str | Path) -> Path:
     digest = hashlib.blake2b(model_path.read_bytes(), digest_size=8).hexdigest()
     folder = model_path.parent
     if not os.access(folder, os.W_OK):
-        folder = Path(tempfile.gettempdir()) / "bioacoustics-litert"
+        user = os.getuid() if hasattr(os, "getuid") else os.getlogin()
+        folder = Path(tempfile.gettempdir()) / f"bioacoustics-litert-{user}"  # not shared between users
     return folder / f"{model_path.stem}.{digest}.tflite"
 
 
