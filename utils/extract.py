@@ -55,7 +55,14 @@ def _emphasise(signal: np.ndarray, params: SpecParams) -> np.ndarray:
 
 def file_chunk_count(path: str | Path, params: SpecParams) -> int:
     """Chunks of the whole file, from its header (nothing is decoded)."""
-    return len(chunk_starts(resampled_samples(path, params.sample_rate), params))
+    duration, rate, _ = audio_info(path)
+    return header_chunk_count(duration, rate, params)
+
+
+def header_chunk_count(duration: float, rate: int, params: SpecParams) -> int:
+    """Chunks of a file of ``duration`` seconds at ``rate`` Hz once resampled to the params' rate."""
+    return len(chunk_starts(resampled_length(int(round(duration * rate)), rate, params.sample_rate),
+                            params))
 
 
 def resampled_samples(path: str | Path, sample_rate: int) -> int:

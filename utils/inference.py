@@ -11,7 +11,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from utils.audio import AudioError, audio_info
-from utils.extract import file_chunk_count, file_images, map_jobs, segment_images
+from utils.extract import file_images, header_chunk_count, map_jobs, segment_images
 from utils.spectrogram import SpecParams, to_uint8
 
 log = logging.getLogger("bioacoustics")
@@ -41,8 +41,9 @@ def plan_pieces(paths: list[str], params: SpecParams, segment_seconds: float) ->
     pieces = []
     for path in paths:
         try:
-            long = audio_info(path)[0] > segment_seconds
-            total = file_chunk_count(path, params) if long else 0
+            duration, rate, _ = audio_info(path)  # one header read gives both
+            long = duration > segment_seconds
+            total = header_chunk_count(duration, rate, params) if long else 0
         except AudioError:
             long = False  # the worker reports the error
         if not long:
@@ -108,16 +109,22 @@ def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_si
     processes already started (``utils.extract.worker_pool``), kept for the next call.
     """
     paths = [str(p) for p in paths]
+    pieces = plan_pieces(paths, params, segment_seconds)
     if runtime_file:
-        yield from _score_in_workers(paths, params, workers, shifts, segment_seconds, runtime_file, pool)
-        return
+        scored = ((piece, starts, scores, error) for piece, scores, starts, error in
+                  map_jobs(_scores_for, pieces, workers, params, tuple(shifts), runtime_file, pool=pool))
+    else:
+        scored = _batched(model, batch_size, map_jobs(_images_for, pieces, workers, params,
+                                                      tuple(shifts), pool=pool))
+    yield from _files_from_pieces(scored)
+
+
+def _batched(model, batch_size: int, images_per_piece: Iterable) -> Iterator[tuple]:
+    """(piece, starts, scores or None, error) in piece order, the model called on batches of
+    ``batch_size`` chunks that span pieces (and files)."""
     pending: list[tuple[Piece, np.ndarray, np.ndarray]] = []
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
 
-    def finish(piece: Piece) -> Iterator[FileScores]:
-        yield _joined(piece.path, parts.pop(piece.path, []))
-
-    def flush() -> Iterator[FileScores]:
+    def flush() -> Iterator[tuple]:
         if not pending:
             return
         images = np.concatenate([p[1] for p in pending]).astype(np.float32) / 255.0
@@ -125,24 +132,16 @@ def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_si
                                  for i in range(0, len(images), batch_size)])
         offset = 0
         for piece, imgs, starts in pending:
-            parts.setdefault(piece.path, []).append((starts, scores[offset:offset + len(imgs)]))
+            yield piece, starts, scores[offset:offset + len(imgs)], ""
             offset += len(imgs)
-            if piece.last:
-                yield from finish(piece)
         pending.clear()
 
-    failed: dict[str, str] = {}
     waiting = 0  # chunks in pending
-    pieces = plan_pieces(paths, params, segment_seconds)
-    for piece, images, starts, error in map_jobs(_images_for, pieces, workers, params, tuple(shifts),
-                                                 pool=pool):
-        if images is None or piece.path in failed:
-            failed.setdefault(piece.path, error)
-            if piece.last:
-                yield from flush()  # earlier files first, in order
-                waiting = 0
-                parts.pop(piece.path, None)
-                yield FileScores(piece.path, np.zeros(0), None, failed.pop(piece.path))
+    for piece, images, starts, error in images_per_piece:
+        if images is None:
+            yield from flush()  # earlier pieces first, in order
+            waiting = 0
+            yield piece, starts, None, error
             continue
         pending.append((piece, images, starts))
         waiting += len(images)
@@ -152,27 +151,23 @@ def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_si
     yield from flush()
 
 
-def _joined(path: str, parts: list[tuple[np.ndarray, np.ndarray]]) -> FileScores:
-    return FileScores(path, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-
-
-def _score_in_workers(paths: list[str], params: SpecParams, workers: int, shifts: tuple[float, ...],
-                      segment_seconds: float, runtime_file: str, pool=None) -> Iterator[FileScores]:
+def _files_from_pieces(scored: Iterable[tuple]) -> Iterator[FileScores]:
+    """One FileScores per file from its pieces' scores, or its first piece's error."""
     parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     failed: dict[str, str] = {}
-    pieces = plan_pieces(paths, params, segment_seconds)
-    for piece, scores, starts, error in map_jobs(_scores_for, pieces, workers, params, tuple(shifts),
-                                                 runtime_file, pool=pool):
+    for piece, starts, scores, error in scored:
         if scores is None or piece.path in failed:
             failed.setdefault(piece.path, error)
         else:
             parts.setdefault(piece.path, []).append((starts, scores))
-        if piece.last:
-            if piece.path in failed:
-                parts.pop(piece.path, None)
-                yield FileScores(piece.path, np.zeros(0), None, failed.pop(piece.path))
-            else:
-                yield _joined(piece.path, parts.pop(piece.path))
+        if not piece.last:
+            continue
+        got = parts.pop(piece.path, [])
+        if piece.path in failed:
+            yield FileScores(piece.path, np.zeros(0), None, failed.pop(piece.path))
+        else:
+            yield FileScores(piece.path, np.concatenate([g[0] for g in got]),
+                             np.concatenate([g[1] for g in got]))
 
 
 @dataclass

@@ -95,31 +95,24 @@ class LiteRTScorer:
     SIZES = (BATCH, 4, 1)
 
     def __init__(self, path: str | Path, threads: int = 1):
-        self.path, self.threads = str(path), threads
+        from ai_edge_litert.interpreter import Interpreter
+
         self.interpreters: dict[int, tuple] = {}
-        self.classes = 0
         for size in self.SIZES:
-            self._interpreter(size)
-
-    def _interpreter(self, size: int) -> tuple:
-        if size not in self.interpreters:  # made once per size, in __init__
-            from ai_edge_litert.interpreter import Interpreter
-
-            interpreter = Interpreter(model_path=self.path, num_threads=self.threads)
+            interpreter = Interpreter(model_path=str(path), num_threads=threads)
             given = interpreter.get_input_details()[0]
             interpreter.resize_tensor_input(given["index"], [size, *given["shape"][1:]])
             interpreter.allocate_tensors()
             output = interpreter.get_output_details()[0]
             self.interpreters[size] = (interpreter, given["index"], output["index"])
-            self.classes = int(output["shape"][-1])
-        return self.interpreters[size]
+        self.classes = int(output["shape"][-1])
 
     def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images, np.float32)
         out, start = [], 0
         while start < len(images):
             size = next(s for s in self.SIZES if s <= len(images) - start)
-            interpreter, given, output = self._interpreter(size)
+            interpreter, given, output = self.interpreters[size]
             interpreter.set_tensor(given, images[start:start + size])
             interpreter.invoke()
             out.append(interpreter.get_tensor(output).copy())
