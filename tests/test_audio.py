@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from utils.audio import AudioError, audio_info, load_audio, write_audio
+from utils.audio import AudioError, audio_info, load_audio, load_span, write_audio
 
 
 def tone(freq, seconds, sr):
@@ -24,6 +24,22 @@ def test_stereo_mean_or_channel(tmp_path):
     assert np.allclose(load_audio(tmp_path / "s.wav", 8000), left / 2, atol=1e-4)
     assert np.allclose(load_audio(tmp_path / "s.wav", 8000, channel=1), 0)
     assert audio_info(tmp_path / "s.wav") == (1.0, 8000, 2)
+
+
+@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("WAV", "PCM_24"),
+                                           ("WAV", "PCM_U8"), ("WAV", "FLOAT")])
+def test_decoded_samples_equal_libsndfile_float_conversion(tmp_path, fmt, subtype):
+    """16-bit files take the integer decoding path; every format must give libsndfile's values."""
+    rng = np.random.default_rng(0)
+    stereo = rng.uniform(-1, 1, (4000, 2)).astype(np.float32)
+    stereo[:3] = [[-1.0, 1.0], [0.99997, -0.99997], [0.0, 1e-5]]  # full scale and tiny values
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(path, stereo, 8000, format=fmt, subtype=subtype)
+    expected = sf.read(path, dtype="float32")[0]
+    assert sf.info(path).subtype == subtype
+    np.testing.assert_array_equal(load_audio(path, 8000, channel=1), expected[:, 1])
+    np.testing.assert_array_equal(load_audio(path, 8000), expected.mean(axis=1, dtype=np.float32))
+    np.testing.assert_array_equal(load_span(path, 8000, 1000, 1500, channel=0), expected[1000:1500, 0])
 
 
 @pytest.mark.parametrize("content", [b"", b"RIFF\x00\x00", b"not audio at all" * 100])
