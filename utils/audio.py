@@ -55,7 +55,7 @@ def load_audio(path: str | Path, sample_rate: int, channel: str | int = "mean") 
 
 
 def read_float32(f: sf.SoundFile, frames: int = -1) -> np.ndarray:
-    """(frames, channels) float32 in [-1, 1] from an open file.
+    """(frames, channels) float32 samples (full scale 1.0) from an open file.
 
     16-bit PCM, the commonest WAV and FLAC format, is decoded as integers and scaled here: the
     same values as libsndfile's own float conversion, and decoding is about 10% faster.
