@@ -126,3 +126,18 @@ def test_pre_emphasis_lifts_high_bands(tmp_path):
     def contrast(image):  # how much louder the 5 kHz tone looks than the 300 Hz one
         return image[high_rows].max() - image[low_rows].max()
     assert contrast(emphasised) > contrast(plain) + 0.1
+
+
+@pytest.mark.parametrize("n_fft, power", [(1024, 1), (4096, 2)])
+def test_block_of_chunks_equals_one_chunk_at_a_time(n_fft, power):
+    """BLOCK_CHUNKS is a speed setting: blocks of several chunks, and FFT groups smaller than a
+    chunk's frames (4096-point frames: 32 per call for 256 columns), give the same bands."""
+    from utils.spectrogram import FFT_GROUP_SAMPLES, band_magnitudes
+    params = SpecParams(sample_rate=22050, n_fft=n_fft, fmin=100.0, fmax=8000.0, height=64, width=256)
+    if n_fft == 4096:  # this case must split each chunk's frames over several FFT calls
+        assert FFT_GROUP_SAMPLES // n_fft < params.width
+    block = np.random.default_rng(3).standard_normal((3, params.chunk_samples)).astype(np.float32)
+    together = band_magnitudes(block, params, power=power)
+    alone = np.concatenate([band_magnitudes(block[i:i + 1], params, power=power) for i in range(3)])
+    np.testing.assert_allclose(together, alone, rtol=1e-6, atol=1e-7)
+    assert together.shape == (3, 64, 256) and (together[:, :, :250] > 0).all()
