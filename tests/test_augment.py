@@ -103,3 +103,16 @@ def test_batches_depend_on_seed_epoch_and_index_only(tmp_path):
                               augmenter=Augmenter({"gaussian": 0.1}, 1.0, seed=3))
     again = [[prefetched[i][0] for i in range(3)] for _ in range(3)]
     assert all(np.array_equal(a, b) for x, y in zip(epochs, again) for a, b in zip(x, y))
+
+
+def test_eq_is_a_smooth_gain_per_row_that_keeps_floor_and_peak():
+    x = np.full((8, 40, 30, 1), 0.5, np.float32)
+    x[:, :, :10] = 0.0  # silent columns: at the -80 dB floor
+    xa, _ = Augmenter({"eq": 0.2}, probability=1.0, max_count=1, seed=1)(x, np.eye(8, dtype=np.float32))
+    assert (xa[:, :, :10] == 0).all()
+    change = xa[:, :, 10:, 0] - x[:, :, 10:, 0]
+    assert np.allclose(change, change[:, :, :1], atol=1e-6)  # the same gain at every time step
+    per_row = change[:, :, 0]
+    assert (per_row.std(axis=1) > 0.01).all()  # a curve over frequency, not one offset
+    assert np.abs(np.diff(per_row, axis=1)).max() <= 2 * 0.2 / (39 / 4) + 1e-6  # no jumps between rows
+    assert np.allclose(xa.max(axis=(1, 2, 3)), 0.5) and (np.abs(per_row) <= 0.4 + 1e-6).all()

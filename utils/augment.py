@@ -14,6 +14,8 @@ import keras
 import numpy as np
 from keras import ops
 
+EQ_POINTS = 5  # control points of the "eq" gain curve, evenly spread from the lowest row to the highest
+
 # name -> what the strength means
 AUGMENTATIONS = {
     "roll_v": "largest frequency shift, as a share of the image height (wraps around)",
@@ -23,6 +25,7 @@ AUGMENTATIONS = {
     "time_mask": "widest SpecAugment time mask, as a share of the width",
     "freq_mask": "widest SpecAugment frequency mask, as a share of the height",
     "mixup": "Beta(a, a) parameter of the mixing weight (images and targets mixed)",
+    "eq": "largest gain of a random smooth frequency response (image units: 0.1 = 8 dB of an 80-dB range)",
     "brightness": "largest value added or subtracted",
     "multiply": "largest relative gain change",
     "blur": "unused (3x3 box blur)",
@@ -120,6 +123,17 @@ class Augmenter:
         y = lam[:, None] * y + (1.0 - lam[:, None]) * y2
         return x, y
 
+    def _equalise(self, x, strength):
+        """Another microphone, distance or habitat: a gain curve through random points spread over
+        the band, added to every pixel above the floor, the peak then put back where it was (as
+        extraction normalises each chunk to its peak), so the floor stays the floor."""
+        rows = x.shape[1]
+        points = self._rng.uniform(-strength, strength, (len(x), EQ_POINTS))
+        curve = np.stack([np.interp(np.arange(rows), np.linspace(0, rows - 1, EQ_POINTS), p) for p in points])
+        shifted = x + ops.convert_to_tensor(curve.astype("float32")[:, :, None, None])
+        peak_change = ops.max(shifted, axis=(1, 2, 3), keepdims=True) - ops.max(x, axis=(1, 2, 3), keepdims=True)
+        return ops.where(x > 0, ops.clip(shifted - peak_change, 0, 1), x)
+
     def _blur(self, x, strength, noise):
         kernel = ops.ones((3, 3, 1, 1), dtype="float32") / 9.0
         return ops.conv(x, kernel, strides=1, padding="same")
@@ -138,6 +152,7 @@ class Augmenter:
         "gaussian": lambda self, x, s, n: ops.clip(x + keras.random.normal(x.shape, stddev=s, seed=self._key()), 0, 1),
         "time_mask": lambda self, x, s, n: self._band_mask(x, s, 2),
         "freq_mask": lambda self, x, s, n: self._band_mask(x, s, 1),
+        "eq": lambda self, x, s, n: self._equalise(x, s),
         "brightness": lambda self, x, s, n: ops.clip(x + self._uniform((len(x), 1, 1, 1), -s, s), 0, 1),
         "multiply": lambda self, x, s, n: ops.clip(x * self._uniform((len(x), 1, 1, 1), 1 - s, 1 + s), 0, 1),
         "blur": lambda self, x, s, n: self._blur(x, s, n),
