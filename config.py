@@ -89,6 +89,7 @@ LEARNING_RATE_END = 0.0                      # learning rate the schedule ends a
 LR_SCHEDULE = "cosine"                       # constant, linear, cosine, root, or step-N (a drop every N epochs)
 WARMUP_EPOCHS = 1.0                          # linear warm-up from 0 over this many epochs; 0 = none
 WEIGHT_DECAY = 0.0001                        # decoupled weight decay (any optimizer); 0 = none
+                                             # (each step shrinks weights by WEIGHT_DECAY x learning rate)
 L2_WEIGHT = 0.0                              # L2 penalty on kernels added to the loss (the baseline's)
 GRADIENT_CLIP = 0.0                          # clip gradients to this global norm; 0 = no clipping
 WEIGHT_EMA = 0.0                             # momentum of a moving average of the weights (e.g. 0.99) that is
