@@ -129,15 +129,29 @@ def test_pre_emphasis_lifts_high_bands(tmp_path):
 
 
 @pytest.mark.parametrize("n_fft, power", [(1024, 1), (4096, 2)])
-def test_block_of_chunks_equals_one_chunk_at_a_time(n_fft, power):
-    """BLOCK_CHUNKS is a speed setting: blocks of several chunks, and FFT groups smaller than a
-    chunk's frames (4096-point frames: 32 per call for 256 columns), give the same bands."""
+def test_band_magnitudes_match_librosa_chunk_after_chunk(n_fft, power):
+    """Work buffers are reused from chunk to chunk, and 4096-point frames take several FFT calls
+    per chunk (32 frames each): every chunk still gets librosa's STFT through the filterbank,
+    and a silent chunk after a loud one gets nothing of it."""
     from utils.spectrogram import FFT_GROUP_SAMPLES, band_magnitudes
     params = SpecParams(sample_rate=22050, n_fft=n_fft, fmin=100.0, fmax=8000.0, height=64, width=256)
     if n_fft == 4096:  # this case must split each chunk's frames over several FFT calls
         assert FFT_GROUP_SAMPLES // n_fft < params.width
     block = np.random.default_rng(3).standard_normal((3, params.chunk_samples)).astype(np.float32)
-    together = band_magnitudes(block, params, power=power)
-    alone = np.concatenate([band_magnitudes(block[i:i + 1], params, power=power) for i in range(3)])
-    np.testing.assert_allclose(together, alone, rtol=1e-6, atol=1e-7)
-    assert together.shape == (3, 64, 256) and (together[:, :, :250] > 0).all()
+    block[1] = 0.0
+    bands = band_magnitudes(block, params, power=power)
+    fb = librosa.filters.mel(sr=22050, n_fft=n_fft, n_mels=64, fmin=100.0, fmax=8000.0)
+    for chunk, got in zip(block, bands):
+        stft = librosa.stft(chunk, n_fft=n_fft, hop_length=params.hop_length, pad_mode="constant")
+        ref = (fb @ np.abs(stft) ** power)[:, :256]
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * max(ref.max(), 1.0))
+    assert bands.shape == (3, 64, 256) and (bands[0] > 0).all() and (bands[1] == 0).all()
+
+
+def test_db_with_a_fixed_range_maps_db_below_the_peak():
+    p = params(normalization="fixed", value_range=(-80.0, 0.0))
+    chunk = noisy_call()
+    ref = librosa.feature.melspectrogram(y=chunk[0], sr=16000, n_fft=512, hop_length=p.hop_length,
+                                         n_mels=64, fmin=200, fmax=7800, power=1)[:, :128]
+    ref = (librosa.amplitude_to_db(ref, ref=np.max, top_db=80)[::-1] + 80.0) / 80.0
+    assert np.abs(chunk_images(chunk, p)[0] - ref).max() < 1e-3
