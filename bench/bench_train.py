@@ -25,7 +25,7 @@ from utils.cli import DEFAULTS_FILE  # noqa: E402
 from utils.extract import Job, Selection, extract_to_store  # noqa: E402
 from utils.models import build_model  # noqa: E402
 from utils.settings import load_settings  # noqa: E402
-from utils.spectrogram import SpecParams  # noqa: E402
+from utils.spectrogram import SpecParams, row_frequencies  # noqa: E402
 from utils.synth import make_dataset  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "insectset32"
@@ -78,12 +78,13 @@ def main(quick):
     targets = np.eye(len(labels), dtype=np.float32)[[labels.index(x) for x in chosen["label"]]]
     shards, rows = chosen["shard"].to_numpy(), chosen["row"].to_numpy()
     in_memory = (store.images(shards, rows)[..., None], targets)
+    spec = store.settings["spec"]
     augmenter = Augmenter(dict(settings.AUGMENTATION), settings.AUGMENTATION_PROBABILITY,
-                          settings.AUGMENTATION_COUNT, seed=0)
+                          settings.AUGMENTATION_COUNT, seed=0,
+                          row_hz=row_frequencies(SpecParams.from_dict(spec)))
     pipeline = ChunkBatches(store, shards, rows, targets, batch_size, shuffle=True, seed=0,
                             augmenter=augmenter, prefetch=True,
                             noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()))
-    spec = store.settings["spec"]
     model = build_model(settings.MODEL, (spec["height"], spec["width"], 1), len(labels))
     model.compile(optimizer="adamw", loss="categorical_crossentropy")
     # build, compile and trace both input paths outside the timings

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from utils.augment import AUGMENTATIONS, Augmenter
+from utils.spectrogram import SpecParams, row_frequencies
 
 pytestmark = pytest.mark.backend  # also run on JAX by `make test`
 
@@ -18,9 +19,10 @@ def batch():
 @pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
 def test_each_augmentation_changes_only_chosen_samples(batch, name):
     x, y, noise = batch
-    augmenter = Augmenter({name: 0.3}, probability=0.5, max_count=1, seed=3)
+    row_hz = np.linspace(16000, 500, x.shape[1])
+    augmenter = Augmenter({name: 0.3}, probability=0.5, max_count=1, seed=3, row_hz=row_hz)
     chosen = augmenter.choose(len(x))[:, 0]
-    augmenter = Augmenter({name: 0.3}, probability=0.5, max_count=1, seed=3)  # same draws again
+    augmenter = Augmenter({name: 0.3}, probability=0.5, max_count=1, seed=3, row_hz=row_hz)  # same draws
     xa, ya = augmenter(x, y, noise)
     changed = np.abs(xa - x).reshape(len(x), -1).max(axis=1) > 1e-6
     assert xa.shape == x.shape and xa.dtype == np.float32
@@ -49,8 +51,36 @@ def test_same_seed_same_batch(batch):
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
 
 
+@pytest.mark.parametrize("spec_type", ["linear", "mel"])
+def test_pitch_moves_a_tone_to_its_frequency_times_the_factor(spec_type):
+    params = SpecParams(spec_type=spec_type, height=64, width=16, fmin=500.0, fmax=15000.0)
+    hz = row_frequencies(params)
+    assert hz[0] > hz[-1] and len(hz) == 64  # images keep high frequencies on top
+    x = np.zeros((2, 64, 16, 1), np.float32)
+    source = 40
+    x[:, source] = 1.0
+    augmenter = Augmenter({"pitch": 0.2}, probability=1.0, row_hz=hz)
+    for factor in (0.85, 1.0, 1.15):
+        moved = np.asarray(augmenter._pitch(x, factor))
+        profile = moved[0, :, 0, 0]
+        centre = (profile * np.arange(64)).sum() / profile.sum()  # interpolated row of the tone
+        expected = np.interp(hz[source] * factor, hz[::-1], np.arange(64)[::-1])
+        assert abs(centre - expected) < 0.5
+        assert np.allclose(moved[..., 1:, :], moved[..., :1, :])  # every column alike
+    lowered = np.asarray(augmenter._pitch(np.ones_like(x), 0.8))[0, :, 0, 0]
+    assert (lowered[:5] == 0).all() and (lowered[-5:] == 1).all()  # nothing comes from above the band
+
+
+def test_pitch_needs_row_frequencies_and_a_strength_below_one():
+    with pytest.raises(ValueError, match="row_hz"):
+        Augmenter({"pitch": 0.1})
+    with pytest.raises(ValueError, match="strength in"):
+        Augmenter({"pitch": 1.0}, row_hz=np.linspace(1000, 100, 8))
+
+
 def test_count_limits_augmentations_per_sample():
-    chosen = Augmenter({k: 0.1 for k in AUGMENTATIONS}, probability=1.0, max_count=2, seed=0).choose(200)
+    chosen = Augmenter({k: 0.1 for k in AUGMENTATIONS}, probability=1.0, max_count=2, seed=0,
+                       row_hz=np.linspace(1000, 100, 8)).choose(200)
     assert chosen.sum(axis=1).max() == 2 and chosen.sum(axis=1).min() == 1
 
 

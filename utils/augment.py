@@ -3,7 +3,7 @@
 Configured like the 2018 baseline: a mapping of augmentation name -> strength, a probability that
 a sample is augmented at all, and the most augmentations one sample gets. Each augmented sample
 draws its own subset of the enabled augmentations; per-sample quantities (masks, gains, noise
-weights) are drawn per sample, shift and crop sizes once per batch.
+weights) are drawn per sample, shift, pitch and crop sizes once per batch.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ EQ_POINTS = 5  # control points of the "eq" gain curve, evenly spread from the l
 AUGMENTATIONS = {
     "roll_v": "largest frequency shift, as a share of the image height (wraps around)",
     "roll_h": "largest time shift, as a share of the image width (wraps around)",
+    "pitch": "largest relative change of every frequency (0.1 = +-10%: warmer, smaller, other individual)",
     "noise": "largest weight of a random noise-set chunk added to the image",
     "gaussian": "standard deviation of added gaussian noise",
     "time_mask": "widest SpecAugment time mask, as a share of the width",
@@ -41,6 +42,7 @@ class Augmenter:
     probability: float = 0.5
     max_count: int = 2
     seed: int = 0
+    row_hz: np.ndarray | None = None  # centre frequency of each image row, top row first ("pitch")
     _rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -49,6 +51,9 @@ class Augmenter:
             raise ValueError(f"unknown augmentation(s) {sorted(unknown)}; choose from {sorted(AUGMENTATIONS)}")
         if not 0 <= self.probability <= 1 or self.max_count < 1:
             raise ValueError("AUGMENTATION_PROBABILITY must be in [0, 1] and AUGMENTATION_COUNT >= 1")
+        if "pitch" in self.strengths and (self.row_hz is None or not 0 < self.strengths["pitch"] < 1):
+            raise ValueError("the pitch augmentation needs a strength in (0, 1) and the image rows' "
+                             "frequencies (row_hz)")
         self.names = sorted(self.strengths)
         self._own_rng = self._rng = np.random.default_rng(self.seed)
 
@@ -138,6 +143,24 @@ class Augmenter:
         kernel = ops.ones((3, 3, 1, 1), dtype="float32") / 9.0
         return ops.conv(x, kernel, strides=1, padding="same")
 
+    def _pitch(self, x, factor: float):
+        """Every frequency times ``factor``, on any frequency scale: a row shows what the row at
+        its frequency / factor showed (interpolated); rows whose source lies outside the band
+        become the floor. A roll on a linear scale would move harmonics off their multiples."""
+        hz = np.asarray(self.row_hz, np.float64)[::-1]  # ascending, for np.interp
+        rows = len(hz)
+        if x.shape[1] != rows:
+            raise ValueError(f"pitch: images have {x.shape[1]} rows, row_hz gives {rows}")
+        from_bottom = np.interp(hz / factor, hz, np.arange(rows), left=-1.0, right=-1.0)[::-1]
+        outside = from_bottom < 0
+        position = rows - 1 - from_bottom  # source row, counted from the top as images are
+        low = np.clip(np.floor(position), 0, rows - 1).astype("int32")
+        high = np.minimum(low + 1, rows - 1)
+        weight = np.where(outside, 0.0, position - low).astype("float32")[None, :, None, None]
+        keep = (~outside).astype("float32")[None, :, None, None]
+        mixed = (1.0 - weight) * ops.take(x, low, axis=1) + weight * ops.take(x, high, axis=1)
+        return mixed * keep
+
     def _crop(self, x, share, noise):
         height, width = x.shape[1], x.shape[2]
         top, left = (int(self._rng.integers(0, max(1, int(share * s)) + 1)) for s in (height, width))
@@ -148,6 +171,7 @@ class Augmenter:
     _ops: ClassVar[dict[str, Callable]] = {
         "roll_v": lambda self, x, s, n: self._roll(x, s, 1),
         "roll_h": lambda self, x, s, n: self._roll(x, s, 2),
+        "pitch": lambda self, x, s, n: self._pitch(x, float(self._rng.uniform(1.0 - s, 1.0 + s))),
         "noise": lambda self, x, s, n: self._noise(x, s, n),
         "gaussian": lambda self, x, s, n: ops.clip(x + keras.random.normal(x.shape, stddev=s, seed=self._key()), 0, 1),
         "time_mask": lambda self, x, s, n: self._band_mask(x, s, 2),

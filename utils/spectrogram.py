@@ -177,6 +177,15 @@ def band_filterbank(params: SpecParams) -> tuple[scipy.sparse.csr_matrix, int, i
     return scipy.sparse.csr_matrix(fb[:, lo:hi].astype(np.float32)), lo, hi
 
 
+def row_frequencies(params: SpecParams) -> np.ndarray:
+    """Centre frequency (Hz) of each image row, top row (highest) first, as images are stored."""
+    if params.spec_type == "mel":
+        centres = librosa.mel_frequencies(n_mels=params.height + 2, fmin=params.fmin, fmax=params.fmax)
+    else:
+        centres = np.linspace(params.fmin, params.fmax, params.height + 2)
+    return centres[1:-1][::-1].copy()
+
+
 def linear_filterbank(sr: int, n_fft: int, n_bands: int, fmin: float, fmax: float) -> np.ndarray:
     """Triangular filters with linearly spaced centres: a linear-frequency image of n_bands rows."""
     freqs = np.linspace(0, sr / 2, 1 + n_fft // 2)

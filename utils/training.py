@@ -25,6 +25,7 @@ from utils.model_io import save_model
 from utils.models import ModelOptions, build_model
 from utils.pooling import Pooling
 from utils.schedules import EpochSchedule, check_schedule, make_optimizer
+from utils.spectrogram import SpecParams, row_frequencies
 from utils.store import Store
 from utils.transfer import blend_targets, start_from, teacher_scores
 
@@ -224,7 +225,8 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
     augmenter = None
     if options.augmentation:
         augmenter = Augmenter(dict(options.augmentation), options.augmentation_probability,
-                              options.augmentation_count, seed=options.seed)
+                              options.augmentation_count, seed=options.seed,
+                              row_hz=row_frequencies(SpecParams.from_dict(spec)))
     noise = index[(index["split"] == "train") & index["noise"]]
     primary = np.asarray([classes.index(label[0]) for label in train.labels])
     train_batches = ChunkBatches(store, train.shards, train.rows, train.targets, options.batch_size,
