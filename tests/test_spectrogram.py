@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from utils.gating import signal_fraction
-from utils.spectrogram import SpecParams, chunk_images, split_chunks
+from utils.spectrogram import SpecParams, band_filterbank, chunk_images, row_frequencies, split_chunks
 
 
 def params(**kw):
@@ -50,6 +50,17 @@ def test_high_tones_appear_near_the_top(spec_type):
     row_low = chunk_images(low, p)[0].mean(axis=1).argmax()
     row_high = chunk_images(high, p)[0].mean(axis=1).argmax()
     assert row_high < row_low  # row 0 is the top of the image
+
+
+@pytest.mark.parametrize("spec_type, height", [("mel", 128), ("linear", 256), ("linear", 600)])
+def test_row_frequencies_are_where_each_rows_filter_peaks(spec_type, height):
+    params = SpecParams(spec_type=spec_type, height=height, fmin=500.0, fmax=15000.0)
+    fb, lo, _ = band_filterbank(params)
+    bin_hz = params.sample_rate / params.n_fft
+    peaks = (lo + np.asarray(fb.argmax(axis=1)).ravel()) * bin_hz  # lowest band first
+    hz = row_frequencies(params)
+    assert np.all(np.diff(hz) < 0)  # top row first, as images are stored
+    assert np.abs(peaks[::-1] - hz).max() <= bin_hz  # to the FFT's resolution (600 rows: finer)
 
 
 def test_silence_gives_a_defined_image_and_no_signal():

@@ -147,16 +147,18 @@ class Augmenter:
         """Every frequency times ``factor``, on any frequency scale: a row shows what the row at
         its frequency / factor showed (interpolated); rows whose source lies outside the band
         become the floor. A roll on a linear scale would move harmonics off their multiples."""
-        hz = np.asarray(self.row_hz, np.float64)[::-1]  # ascending, for np.interp
-        rows = len(hz)
+        top_first = np.asarray(self.row_hz, np.float64)
+        rows = len(top_first)
         if x.shape[1] != rows:
             raise ValueError(f"pitch: images have {x.shape[1]} rows, row_hz gives {rows}")
-        from_bottom = np.interp(hz / factor, hz, np.arange(rows), left=-1.0, right=-1.0)[::-1]
-        outside = from_bottom < 0
-        position = rows - 1 - from_bottom  # source row, counted from the top as images are
-        low = np.clip(np.floor(position), 0, rows - 1).astype("int32")
+        # np.interp wants ascending frequencies: the rows bottom-up, each with its index from the top
+        position = np.interp(top_first / factor, top_first[::-1], np.arange(rows - 1, -1, -1.0),
+                             left=np.nan, right=np.nan)
+        outside = np.isnan(position)
+        position[outside] = 0.0
+        low = np.floor(position).astype("int32")
         high = np.minimum(low + 1, rows - 1)
-        weight = np.where(outside, 0.0, position - low).astype("float32")[None, :, None, None]
+        weight = (position - low).astype("float32")[None, :, None, None]
         keep = (~outside).astype("float32")[None, :, None, None]
         mixed = (1.0 - weight) * ops.take(x, low, axis=1) + weight * ops.take(x, high, axis=1)
         return mixed * keep

@@ -167,29 +167,33 @@ def band_filterbank(params: SpecParams) -> tuple[scipy.sparse.csr_matrix, int, i
     Sparse: each mel or linear band touches only a few bins, so the product costs a fraction of
     a dense one.
     """
-    if params.spec_type == "mel":
+    if params.spec_type == "mel":  # librosa's own: the 2018 recipe's area-normalised filters
         fb = librosa.filters.mel(sr=params.sample_rate, n_fft=params.n_fft, n_mels=params.height,
                                  fmin=params.fmin, fmax=params.fmax)
     else:
-        fb = linear_filterbank(params.sample_rate, params.n_fft, params.height, params.fmin, params.fmax)
+        fb = linear_filterbank(params.sample_rate, params.n_fft, band_edges(params))
     used = np.flatnonzero(fb.any(axis=0))
     lo, hi = int(used[0]), int(used[-1]) + 1
     return scipy.sparse.csr_matrix(fb[:, lo:hi].astype(np.float32)), lo, hi
 
 
+def band_edges(params: SpecParams) -> np.ndarray:
+    """The height + 2 frequencies (Hz) that bound the triangular bands, lowest first: band i rises
+    from edge i, peaks at edge i + 1 and falls to edge i + 2 (mel: the points librosa's filters
+    are built on)."""
+    if params.spec_type == "mel":
+        return librosa.mel_frequencies(n_mels=params.height + 2, fmin=params.fmin, fmax=params.fmax)
+    return np.linspace(params.fmin, params.fmax, params.height + 2)
+
+
 def row_frequencies(params: SpecParams) -> np.ndarray:
     """Centre frequency (Hz) of each image row, top row (highest) first, as images are stored."""
-    if params.spec_type == "mel":
-        centres = librosa.mel_frequencies(n_mels=params.height + 2, fmin=params.fmin, fmax=params.fmax)
-    else:
-        centres = np.linspace(params.fmin, params.fmax, params.height + 2)
-    return centres[1:-1][::-1].copy()
+    return band_edges(params)[-2:0:-1].copy()
 
 
-def linear_filterbank(sr: int, n_fft: int, n_bands: int, fmin: float, fmax: float) -> np.ndarray:
-    """Triangular filters with linearly spaced centres: a linear-frequency image of n_bands rows."""
+def linear_filterbank(sr: int, n_fft: int, edges: np.ndarray) -> np.ndarray:
+    """Triangular filters on ``edges`` (:func:`band_edges`): one band per image row."""
     freqs = np.linspace(0, sr / 2, 1 + n_fft // 2)
-    edges = np.linspace(fmin, fmax, n_bands + 2)
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     rising = (freqs - lower) / (centre - lower)
     falling = (upper - freqs) / (upper - centre)
