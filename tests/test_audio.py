@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from utils.audio import AudioError, audio_info, load_audio, load_span, write_audio
+from utils.audio import AudioError, audio_info, load_audio, load_span, read_flac, write_audio
 
 
 def tone(freq, seconds, sr):
@@ -26,10 +26,11 @@ def test_stereo_mean_or_channel(tmp_path):
     assert audio_info(tmp_path / "s.wav") == (1.0, 8000, 2)
 
 
-@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("WAV", "PCM_24"),
-                                           ("WAV", "PCM_U8"), ("WAV", "FLOAT")])
+@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("FLAC", "PCM_24"),
+                                           ("WAV", "PCM_24"), ("WAV", "PCM_U8"), ("WAV", "FLOAT")])
 def test_decoded_samples_equal_libsndfile_float_conversion(tmp_path, fmt, subtype):
-    """16-bit files take the integer decoding path; every format must give libsndfile's values."""
+    """16-bit files take the integer decoding path, FLAC files dr_flac's; every format must give
+    libsndfile's values."""
     rng = np.random.default_rng(0)
     stereo = rng.uniform(-1, 1, (4000, 2)).astype(np.float32)
     stereo[:3] = [[-1.0, 1.0], [0.99997, -0.99997], [0.0, 1e-5]]  # full scale and tiny values
@@ -40,6 +41,24 @@ def test_decoded_samples_equal_libsndfile_float_conversion(tmp_path, fmt, subtyp
     np.testing.assert_array_equal(load_audio(path, 8000, channel=1), expected[:, 1])
     np.testing.assert_array_equal(load_audio(path, 8000), expected.mean(axis=1, dtype=np.float32))
     np.testing.assert_array_equal(load_span(path, 8000, 1000, 1500, channel=0), expected[1000:1500, 0])
+
+
+def test_flac_fast_decoder_matches_libsndfile_and_leaves_odd_files_to_it(tmp_path):
+    stereo = np.random.default_rng(1).uniform(-1, 1, (6000, 2)).astype(np.float32)
+    sf.write(tmp_path / "x.flac", stereo, 22050)
+    samples, rate = read_flac(tmp_path / "x.flac")
+    assert rate == 22050
+    np.testing.assert_array_equal(samples, sf.read(tmp_path / "x.flac", dtype="float32")[0])
+    # A cut file (fewer frames than its header says) and a WAV named .flac: libsndfile's turn
+    whole = (tmp_path / "x.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(whole[: len(whole) // 2])
+    assert read_flac(tmp_path / "cut.flac") is None
+    with pytest.raises(AudioError, match="cut.flac"):
+        load_audio(tmp_path / "cut.flac", 22050)
+    sf.write(tmp_path / "wav.flac", stereo, 22050, format="WAV")
+    assert read_flac(tmp_path / "wav.flac") is None
+    np.testing.assert_array_equal(load_audio(tmp_path / "wav.flac", 22050, channel=0),
+                                  sf.read(tmp_path / "wav.flac", dtype="float32")[0][:, 0])
 
 
 @pytest.mark.parametrize("content", [b"", b"RIFF\x00\x00", b"not audio at all" * 100])
