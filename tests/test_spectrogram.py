@@ -139,12 +139,15 @@ def test_pre_emphasis_lifts_high_bands(tmp_path):
     assert contrast(emphasised) > contrast(plain) + 0.1
 
 
+@pytest.mark.parametrize("rfft", ["ducc0", "scipy"])
 @pytest.mark.parametrize("n_fft, power", [(1024, 1), (4096, 2)])
-def test_band_magnitudes_match_librosa_chunk_after_chunk(n_fft, power):
+def test_band_magnitudes_match_librosa_chunk_after_chunk(n_fft, power, rfft, monkeypatch):
     """Work buffers are reused from chunk to chunk, and 4096-point frames take several FFT calls
     per chunk (32 frames each): every chunk still gets librosa's STFT through the filterbank,
-    and a silent chunk after a loud one gets nothing of it."""
+    and a silent chunk after a loud one gets nothing of it, whichever FFT this CPU runs faster."""
+    from utils import spectrogram
     from utils.spectrogram import FFT_GROUP_SAMPLES, band_magnitudes
+    monkeypatch.setattr(spectrogram, "fastest_rfft", lambda n_fft, rows: rfft)
     params = SpecParams(sample_rate=22050, n_fft=n_fft, fmin=100.0, fmax=8000.0, height=64, width=256)
     if n_fft == 4096:  # this case must split each chunk's frames over several FFT calls
         assert FFT_GROUP_SAMPLES // n_fft < params.width
@@ -166,3 +169,11 @@ def test_db_with_a_fixed_range_maps_db_below_the_peak():
                                          n_mels=64, fmin=200, fmax=7800, power=1)[:, :128]
     ref = (librosa.amplitude_to_db(ref, ref=np.max, top_db=80)[::-1] + 80.0) / 80.0
     assert np.abs(chunk_images(chunk, p)[0] - ref).max() < 1e-3
+
+
+def test_the_fft_is_chosen_once_per_shape_among_the_known_ones():
+    from utils.spectrogram import RFFTS, fastest_rfft
+    fastest_rfft.cache_clear()
+    chosen = fastest_rfft(512, 16)
+    assert chosen in RFFTS and fastest_rfft(512, 16) == chosen
+    assert fastest_rfft.cache_info().hits == 1 and fastest_rfft.cache_info().misses == 1
