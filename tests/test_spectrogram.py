@@ -143,11 +143,12 @@ def test_pre_emphasis_lifts_high_bands(tmp_path):
 @pytest.mark.parametrize("n_fft, power", [(1024, 1), (4096, 2)])
 def test_band_magnitudes_match_librosa_chunk_after_chunk(n_fft, power, rfft, monkeypatch):
     """Work buffers are reused from chunk to chunk, and 4096-point frames take several FFT calls
-    per chunk (32 frames each): every chunk still gets librosa's STFT through the filterbank,
-    and a silent chunk after a loud one gets nothing of it, whichever FFT this CPU runs faster."""
+    per chunk (32 frames each): every chunk still gets librosa's STFT (Hann window) through the
+    filterbank, and a silent chunk after a loud one gets nothing of it, whichever FFT this CPU
+    runs faster."""
     from utils import spectrogram
     from utils.spectrogram import FFT_GROUP_SAMPLES, band_magnitudes
-    monkeypatch.setattr(spectrogram, "fastest_rfft", lambda n_fft, rows: rfft)
+    monkeypatch.setattr(spectrogram, "fastest_rfft", lambda *shape: rfft)
     params = SpecParams(sample_rate=22050, n_fft=n_fft, fmin=100.0, fmax=8000.0, height=64, width=256)
     if n_fft == 4096:  # this case must split each chunk's frames over several FFT calls
         assert FFT_GROUP_SAMPLES // n_fft < params.width
@@ -162,6 +163,26 @@ def test_band_magnitudes_match_librosa_chunk_after_chunk(n_fft, power, rfft, mon
     assert bands.shape == (3, 64, 256) and (bands[0] > 0).all() and (bands[1] == 0).all()
 
 
+@pytest.mark.parametrize("rfft", ["ducc0", "scipy"])
+def test_bands_on_the_0_hz_and_nyquist_bins_match_librosa(rfft, monkeypatch):
+    """The Hann window is applied after the FFT from each bin's neighbours; the 0-Hz and Nyquist
+    bins have theirs mirrored (a real signal's spectrum is conjugate-symmetric). Linear bands
+    narrower than a bin take the nearest one, which here is bin 0 at the bottom and the Nyquist
+    bin at the top."""
+    from utils import spectrogram
+    from utils.spectrogram import band_edges, band_filterbank, band_magnitudes, linear_filterbank
+    monkeypatch.setattr(spectrogram, "fastest_rfft", lambda *shape: rfft)
+    params = SpecParams(sample_rate=22050, spec_type="linear", n_fft=64, fmin=0.0, fmax=11025.0,
+                        height=64, width=256)
+    _, lo, hi = band_filterbank(params)
+    assert (lo, hi) == (0, 33)
+    chunk = np.random.default_rng(5).standard_normal((1, params.chunk_samples)).astype(np.float32)
+    fb = linear_filterbank(22050, 64, band_edges(params))
+    stft = librosa.stft(chunk[0], n_fft=64, hop_length=params.hop_length, pad_mode="constant")
+    ref = (fb @ np.abs(stft))[:, :256]
+    np.testing.assert_allclose(band_magnitudes(chunk, params)[0], ref, rtol=1e-4, atol=1e-5 * ref.max())
+
+
 def test_db_with_a_fixed_range_maps_db_below_the_peak():
     p = params(normalization="fixed", value_range=(-80.0, 0.0))
     chunk = noisy_call()
@@ -174,6 +195,6 @@ def test_db_with_a_fixed_range_maps_db_below_the_peak():
 def test_the_fft_is_chosen_once_per_shape_among_the_known_ones():
     from utils.spectrogram import RFFTS, fastest_rfft
     fastest_rfft.cache_clear()
-    chosen = fastest_rfft(512, 16)
-    assert chosen in RFFTS and fastest_rfft(512, 16) == chosen
+    chosen = fastest_rfft(512, 16, 100)
+    assert chosen in RFFTS and fastest_rfft(512, 16, 100) == chosen
     assert fastest_rfft.cache_info().hits == 1 and fastest_rfft.cache_info().misses == 1

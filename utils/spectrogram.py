@@ -205,17 +205,16 @@ def linear_filterbank(sr: int, n_fft: int, edges: np.ndarray) -> np.ndarray:
     return fb.astype(np.float32)
 
 
-# Frames per FFT call: a call's windowed frames and spectrum (about 1 MB at 128 frames of 1024)
-# stay near the core. Measured in turns on 1 MB-L2 AMD cores: one chunk at a time in groups of
-# 128 frames beat blocks of 4 chunks in one call (4 MB of frames) by 1.2-1.3x; 64 or 256 frames
-# fell in between.
+# Frames per FFT call: a call's frames and spectrum (about 1 MB at 128 frames of 1024) stay near
+# the core. Measured in turns on 1 MB-L2 AMD cores: one chunk at a time in groups of 128 frames
+# beat blocks of 4 chunks in one call (4 MB of frames) by 1.2-1.3x; 64 or 256 frames fell between.
 FFT_GROUP_SAMPLES = 1 << 17
 
-
-@functools.lru_cache(maxsize=8)
-def _window(n_fft: int) -> np.ndarray:
-    """Periodic Hann window, as librosa.stft uses (scipy.signal.get_window("hann", fftbins=True))."""
-    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+# The periodic Hann window (librosa's) is 0.5 - 0.25 e^(2 pi i n/N) - 0.25 e^(-2 pi i n/N), so the
+# windowed frame's spectrum is exactly 0.5 X[k] - 0.25 (X[k-1] + X[k+1]). Applied after the FFT,
+# on the band's bins only (taps two floats apart: real and imaginary parts interleaved), it
+# replaces a multiply over every sample of every frame, and the FFT reads the frames in place.
+HANN_TAPS = np.array([[-0.25, 0.0, 0.5, 0.0, -0.25]], np.float32)
 
 
 def _ducc0_rfft(frames: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -230,12 +229,14 @@ RFFTS = {"ducc0": _ducc0_rfft, "scipy": _scipy_rfft}
 
 
 @functools.lru_cache(maxsize=8)
-def fastest_rfft(n_fft: int, rows: int) -> str:
-    """The faster single-threaded float32 real FFT of (rows, n_fft) frames on this CPU, timed once
-    per process (as FFTW's planner does). Which one wins depends on the machine: ducc0's was 1.4x
-    scipy's on one AMD host and scipy's 1.45x ducc0's on another (BENCHMARKS.md). Both agree to
-    float32 rounding, far inside what an 8-bit image shows."""
-    frames = np.random.default_rng(0).standard_normal((rows, n_fft)).astype(np.float32)
+def fastest_rfft(n_fft: int, rows: int, hop: int) -> str:
+    """The faster single-threaded float32 real FFT of ``rows`` frames of ``n_fft`` samples, ``hop``
+    apart in one signal, on this CPU, timed once per process (as FFTW's planner does). Which one
+    wins depends on the machine: ducc0's was 1.4x scipy's on one AMD host and scipy's 1.45x
+    ducc0's on another (BENCHMARKS.md). Both agree to float32 rounding, far inside what an 8-bit
+    image shows."""
+    signal = np.random.default_rng(0).standard_normal((rows - 1) * hop + n_fft).astype(np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(signal, n_fft)[::hop]
     out = np.empty((rows, n_fft // 2 + 1), np.complex64)
     best = dict.fromkeys(RFFTS, float("inf"))
     for _ in range(5):  # in turns, best of 5: the least disturbed by other work
@@ -258,26 +259,41 @@ class _Scratch:
         self.padded = np.zeros(params.chunk_samples + 2 * (self.n_fft // 2), np.float32)
         self.framed = np.lib.stride_tricks.sliding_window_view(
             self.padded, self.n_fft)[::self.hop][:self.frames]  # a view: padded's frames
-        self.windowed = np.empty((self.group, self.n_fft), np.float32)
         self.spectrum = np.empty((self.group, self.n_fft // 2 + 1), np.complex64)
         bins = self.hi - self.lo
+        # the band's bins and one more on each side (mirrored where the band reaches 0 or Nyquist)
+        self.inside = self.lo > 0 and self.hi < self.n_fft // 2 + 1
+        self.edged = np.empty((self.group, bins + 2), np.complex64)
+        self.windowed = np.empty((self.group, 2 * (bins + 2)), np.float32)
         self.real, self.imag = (np.empty((self.group, bins), np.float32) for _ in range(2))
         self.magnitude = np.empty((self.frames, bins), np.float32)
         self.by_bin = np.empty((bins, self.frames), np.float32)
-        self.rfft = RFFTS[fastest_rfft(self.n_fft, self.group)]
+        self.rfft = RFFTS[fastest_rfft(self.n_fft, self.group, self.hop)]
+
+    def band_with_neighbours(self, spectrum: np.ndarray) -> np.ndarray:
+        """Bins lo - 1 .. hi of ``spectrum``: a view, or a copy with the mirrored bins of a real
+        signal's spectrum (X[-1] = conj X[1], X[N/2 + 1] = conj X[N/2 - 1]) at the band's ends."""
+        if self.inside:
+            return spectrum[:, self.lo - 1:self.hi + 1]
+        edged, last = self.edged[:len(spectrum)], spectrum.shape[1] - 1
+        edged[:, 1:-1] = spectrum[:, self.lo:self.hi]
+        edged[:, 0] = spectrum[:, self.lo - 1] if self.lo > 0 else np.conj(spectrum[:, 1])
+        edged[:, -1] = spectrum[:, self.hi] if self.hi <= last else np.conj(spectrum[:, last - 1])
+        return edged
 
 
 def _chunk_bands(chunk: np.ndarray, scratch: _Scratch, power: int, out: np.ndarray) -> None:
     """One chunk's filterbank magnitudes (or energies) into ``out`` (height, width)."""
     s, half = scratch, scratch.n_fft // 2
     s.padded[half:half + len(chunk)] = chunk  # the zero margins stay zero: center=True, constant
-    window = _window(s.n_fft)
     for first in range(0, s.frames, s.group):
         n = min(s.group, s.frames - first)
-        np.multiply(s.framed[first:first + n], window, out=s.windowed[:n])
-        spectrum = s.rfft(s.windowed[:n], s.spectrum[:n])
+        spectrum = s.rfft(s.framed[first:first + n], s.spectrum[:n])  # frames not yet windowed
+        band = s.band_with_neighbours(spectrum).view(np.float32)
+        windowed = s.windowed[:n]
+        cv2.filter2D(band, -1, HANN_TAPS, dst=windowed, borderType=cv2.BORDER_ISOLATED)
         # |z| by OpenCV on split planes: 1.3x numpy's complex abs
-        pairs = spectrum[:, s.lo:s.hi].view(np.float32).reshape(n, -1, 2)
+        pairs = windowed[:, 2:-2].reshape(n, -1, 2)
         real, imag = s.real[:n], s.imag[:n]
         cv2.split(pairs, [real, imag])
         cv2.magnitude(real, imag, s.magnitude[first:first + n])
