@@ -141,6 +141,11 @@ def chunk_starts(n_samples: int, params: SpecParams) -> list[int]:
     return list(range(0, max(n_samples - need + 1, 0), params.step_samples))
 
 
+def frames_view(signal: np.ndarray, size: int, step: int) -> np.ndarray:
+    """(n, size) windows of ``signal`` starting every ``step`` samples: a view, no copy."""
+    return np.lib.stride_tricks.sliding_window_view(signal, size)[::step]
+
+
 def split_chunks(signal: np.ndarray, params: SpecParams, pad_short: bool = False
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Cut ``signal`` into (n, chunk_samples) chunks and their start times in seconds.
@@ -158,7 +163,7 @@ def split_chunks(signal: np.ndarray, params: SpecParams, pad_short: bool = False
         return np.zeros((0, size), np.float32), np.zeros(0, np.float64)
     need = starts[-1] + size
     padded = signal if n >= need else np.concatenate([signal, np.zeros(need - n, signal.dtype)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, size)[::step][: len(starts)]
+    windows = frames_view(padded, size, step)[: len(starts)]
     return windows.astype(np.float32, copy=False), np.asarray(starts) / params.sample_rate
 
 
@@ -236,7 +241,7 @@ def fastest_rfft(n_fft: int, rows: int, hop: int) -> str:
     ducc0's on another (BENCHMARKS.md). Both agree to float32 rounding, far inside what an 8-bit
     image shows."""
     signal = np.random.default_rng(0).standard_normal((rows - 1) * hop + n_fft).astype(np.float32)
-    frames = np.lib.stride_tricks.sliding_window_view(signal, n_fft)[::hop]
+    frames = frames_view(signal, n_fft, hop)
     out = np.empty((rows, n_fft // 2 + 1), np.complex64)
     best = dict.fromkeys(RFFTS, float("inf"))
     for _ in range(5):  # in turns, best of 5: the least disturbed by other work
@@ -257,13 +262,12 @@ class _Scratch:
         self.frames = min(params.width, 1 + params.chunk_samples // self.hop)
         self.group = min(self.frames, max(1, FFT_GROUP_SAMPLES // self.n_fft))
         self.padded = np.zeros(params.chunk_samples + 2 * (self.n_fft // 2), np.float32)
-        self.framed = np.lib.stride_tricks.sliding_window_view(
-            self.padded, self.n_fft)[::self.hop][:self.frames]  # a view: padded's frames
+        self.framed = frames_view(self.padded, self.n_fft, self.hop)[:self.frames]
         self.spectrum = np.empty((self.group, self.n_fft // 2 + 1), np.complex64)
         bins = self.hi - self.lo
         # the band's bins and one more on each side (mirrored where the band reaches 0 or Nyquist)
         self.inside = self.lo > 0 and self.hi < self.n_fft // 2 + 1
-        self.edged = np.empty((self.group, bins + 2), np.complex64)
+        self.edged = None if self.inside else np.empty((self.group, bins + 2), np.complex64)
         self.windowed = np.empty((self.group, 2 * (bins + 2)), np.float32)
         self.real, self.imag = (np.empty((self.group, bins), np.float32) for _ in range(2))
         self.magnitude = np.empty((self.frames, bins), np.float32)
