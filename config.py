@@ -68,6 +68,8 @@ KERNEL_SIZES = [3]                           # kernel size per stage; the last o
 BLOCKS_PER_STAGE = 1                         # blocks in each stage (wide-ResNet N)
 WIDTH = 1                                    # filter multiplier (wide-ResNet K)
 DOWNSAMPLING: Literal["pool", "stride"] = "pool"  # halve resolution by max pooling or strided convs
+STEM_DOWNSAMPLING = [4, 4]                   # resnet stem shrinks [frequency, time] by 1, 2 or 4;
+                                             # less in frequency keeps fine spectral lines apart
 DROPOUT = 0.5                                # dropout rate in the head
 DROPOUT_TYPE: Literal["random", "channel", "location"] = "random"  # units, feature maps, positions
 HEAD: Literal["pool", "attention", "frequency"] = "frequency"  # frequency: mean+max over time per band

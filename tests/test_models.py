@@ -49,7 +49,14 @@ def test_attention_head_exposes_frame_scores():
         frame_score_model(build_model("resnet", SHAPE, 3, filters=[8]))
 
 
-@pytest.mark.parametrize("bad", [{"head": "gru"}, {"dropout_type": "gaussian"}, {"downsampling": "avg"}])
+@pytest.mark.parametrize("stem, rows, columns", [((4, 4), 4, 8), ((2, 4), 8, 8), ((1, 2), 16, 16)])
+def test_the_stem_shrinks_each_axis_by_its_own_factor(stem, rows, columns):
+    model = build_model("resnet", (64, 128, 1), 3, filters=[8, 16, 16], stem_downsampling=stem)
+    assert model.get_layer("body_out_relu").output.shape[1:3] == (rows, columns)
+
+
+@pytest.mark.parametrize("bad", [{"head": "gru"}, {"dropout_type": "gaussian"}, {"downsampling": "avg"},
+                                 {"stem_downsampling": (3, 4)}, {"stem_downsampling": (4,)}])
 def test_bad_model_options_are_refused(bad):
     with pytest.raises(ValueError):
         build_model("resnet", SHAPE, 3, filters=[8], **bad)

@@ -39,6 +39,7 @@ class ModelOptions:
     l2: float = 0.0
     dense_units: int = 512                    # "pi": width of its two dense layers
     frequency_channel: bool = False           # add an input channel holding each row's position
+    stem_downsampling: tuple[int, int] = (4, 4)  # resnet stem: (frequency, time) factor, 1, 2 or 4
 
 
 def _dropout(rate: float, kind: str, name: str):
@@ -147,10 +148,17 @@ def _residual_block(x, filters: int, kernel: int, stride: int, name: str, l2=Non
 
 
 def resnet_body(x, options: ModelOptions, l2):
-    """Strided stem, then residual stages that halve the resolution (pooling or strides)."""
-    x = _conv(options.filters[0] * options.width, 5, 2, l2, "stem_conv")(x)
+    """Strided stem, then residual stages that halve the resolution (pooling or strides).
+
+    The stem shrinks each axis by 4 (a strided convolution, then max pooling) unless
+    ``stem_downsampling`` says less: fine frequency structure (harmonics or pulse-rate sidebands a
+    few rows apart) then reaches the first residual stage unmerged, at that stage's cost."""
+    conv_stride = tuple(min(factor, 2) for factor in options.stem_downsampling)
+    pool = tuple(factor // stride for factor, stride in zip(options.stem_downsampling, conv_stride))
+    x = _conv(options.filters[0] * options.width, 5, conv_stride, l2, "stem_conv")(x)
     x = _bn_relu(x, "stem")
-    x = layers.MaxPooling2D(2, name="stem_pool")(x)
+    if pool != (1, 1):
+        x = layers.MaxPooling2D(pool, name="stem_pool")(x)
     for stage, base in enumerate(options.filters):
         width = base * options.width
         for block in range(options.blocks_per_stage):
@@ -261,6 +269,8 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
         raise ValueError(f"HEAD must be one of {HEADS} and DROPOUT_TYPE one of {DROPOUT_TYPES}")
     if not options.filters or options.downsampling not in ("pool", "stride"):
         raise ValueError("FILTERS needs at least one stage; DOWNSAMPLING is pool or stride")
+    if len(options.stem_downsampling) != 2 or not set(options.stem_downsampling) <= {1, 2, 4}:
+        raise ValueError("STEM_DOWNSAMPLING is [frequency, time], each 1, 2 or 4")
     l2 = keras.regularizers.L2(options.l2) if options.l2 > 0 else None
     inputs = keras.Input(shape=input_shape, name="spectrogram")
     if name == "pi" and options.head != "pool":

@@ -81,6 +81,7 @@ class TrainOptions:
     pooling_top_k: int = 3
     pooling_alpha: float = 5.0
     frequency_channel: bool = False
+    stem_downsampling: tuple[int, int] = (4, 4)
 
     def pooler(self) -> Pooling:
         return Pooling(self.pooling, self.pooling_top_k, self.pooling_alpha)
@@ -91,7 +92,8 @@ class TrainOptions:
                             downsampling=self.downsampling, dropout=self.dropout,
                             dropout_type=self.dropout_type, head=self.head,
                             multi_label=self.multi_label, l2=self.l2, dense_units=self.dense_units,
-                            frequency_channel=self.frequency_channel)
+                            frequency_channel=self.frequency_channel,
+                            stem_downsampling=self.stem_downsampling)
 
     @classmethod
     def from_settings(cls, s: Mapping[str, Any]) -> "TrainOptions":
@@ -117,7 +119,8 @@ class TrainOptions:
                    teacher_temperature=s["TEACHER_TEMPERATURE"], pretrained=s["PRETRAINED"],
                    pretrained_layers=s["PRETRAINED_LAYERS"], freeze_pretrained=s["FREEZE_PRETRAINED"],
                    mixed_precision=s["MIXED_PRECISION"], data_parallel=s["DATA_PARALLEL"],
-                   dense_units=s["DENSE_UNITS"], frequency_channel=s["FREQUENCY_CHANNEL"])
+                   dense_units=s["DENSE_UNITS"], frequency_channel=s["FREQUENCY_CHANNEL"],
+                   stem_downsampling=tuple(s["STEM_DOWNSAMPLING"]))
 
 
 @dataclass
