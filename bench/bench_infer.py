@@ -142,7 +142,7 @@ def run_suite(files: list[Path], workdir: Path, workers: int, runtime: str = "",
     params = SpecParams.from_settings(s)
     classes = [f"species_{i:02d}" for i in range(32)]
     model = build_model(s.MODEL, (params.height, params.width, 1), len(classes),
-                        TrainOptions.from_settings(s).model_options())
+                        TrainOptions.from_settings(s).architecture)
     save_model(model, workdir / "model.keras", {"classes": classes, "spec": params.to_dict()})
     members, classes = load_ensemble([workdir / "model.keras"], runtime=runtime or s.SCORING_RUNTIME)
     options = SubmissionOptions(format="detections_csv", min_score=0.5,

@@ -36,10 +36,8 @@ log = logging.getLogger("bioacoustics")
 @dataclass(frozen=True)
 class TrainOptions:
     model: str = "resnet"
-    filters: tuple[int, ...] = (16, 32, 64, 128)
-    blocks_per_stage: int = 1
-    dropout: float = 0.5
-    multi_label: bool = False
+    # everything build_model needs besides the family: kept whole, not copied field by field
+    architecture: ModelOptions = ModelOptions()
     epochs: int = 30
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -58,17 +56,11 @@ class TrainOptions:
     warmup_epochs: float = 0.0
     gradient_clip: float = 0.0
     weight_ema: float = 0.0
-    l2: float = 0.0
     loss: str = "crossentropy"
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
     class_balance: str = "none"
     tensorboard: bool = False
-    kernel_sizes: tuple[int, ...] = (3,)
-    width: int = 1
-    downsampling: str = "pool"
-    dropout_type: str = "random"
-    head: str = "pool"
     teachers: tuple[str, ...] = ()
     teacher_weight: float = 1.0
     teacher_temperature: float = 1.0
@@ -76,29 +68,27 @@ class TrainOptions:
     pretrained_layers: int = 0
     freeze_pretrained: bool = False
     mixed_precision: str = "off"
-    dense_units: int = 512
     data_parallel: bool = True
     pooling_top_k: int = 3
     pooling_alpha: float = 5.0
-    frequency_channel: bool = False
-    stem_downsampling: tuple[int, int] = (4, 4)
+
+    @property
+    def multi_label(self) -> bool:
+        """The head's kind decides the targets, the loss and the metric as well."""
+        return self.architecture.multi_label
 
     def pooler(self) -> Pooling:
         return Pooling(self.pooling, self.pooling_top_k, self.pooling_alpha)
 
-    def model_options(self) -> ModelOptions:
-        return ModelOptions(filters=self.filters, kernel_sizes=self.kernel_sizes,
-                            blocks_per_stage=self.blocks_per_stage, width=self.width,
-                            downsampling=self.downsampling, dropout=self.dropout,
-                            dropout_type=self.dropout_type, head=self.head,
-                            multi_label=self.multi_label, l2=self.l2, dense_units=self.dense_units,
-                            frequency_channel=self.frequency_channel,
-                            stem_downsampling=self.stem_downsampling)
-
     @classmethod
     def from_settings(cls, s: Mapping[str, Any]) -> "TrainOptions":
-        return cls(model=s["MODEL"], filters=tuple(s["FILTERS"]), blocks_per_stage=s["BLOCKS_PER_STAGE"],
-                   dropout=s["DROPOUT"], multi_label=s["MULTI_LABEL"], epochs=s["EPOCHS"],
+        architecture = ModelOptions(
+            filters=tuple(s["FILTERS"]), kernel_sizes=tuple(s["KERNEL_SIZES"]),
+            blocks_per_stage=s["BLOCKS_PER_STAGE"], width=s["WIDTH"], downsampling=s["DOWNSAMPLING"],
+            stem_downsampling=tuple(s["STEM_DOWNSAMPLING"]), dropout=s["DROPOUT"],
+            dropout_type=s["DROPOUT_TYPE"], head=s["HEAD"], multi_label=s["MULTI_LABEL"],
+            l2=s["L2_WEIGHT"], dense_units=s["DENSE_UNITS"], frequency_channel=s["FREQUENCY_CHANNEL"])
+        return cls(model=s["MODEL"], architecture=architecture, epochs=s["EPOCHS"],
                    batch_size=s["BATCH_SIZE"], learning_rate=s["LEARNING_RATE"],
                    weight_decay=s["WEIGHT_DECAY"], snapshot_epochs=s["SNAPSHOT_EPOCHS"],
                    select_metric=s["SELECT_METRIC"], early_stopping=s["EARLY_STOPPING"],
@@ -109,18 +99,13 @@ class TrainOptions:
                    augmentation_count=s["AUGMENTATION_COUNT"], optimizer=s["OPTIMIZER"],
                    lr_schedule=check_schedule(s["LR_SCHEDULE"]),
                    learning_rate_end=s["LEARNING_RATE_END"], warmup_epochs=s["WARMUP_EPOCHS"],
-                   gradient_clip=s["GRADIENT_CLIP"], weight_ema=s["WEIGHT_EMA"], l2=s["L2_WEIGHT"],
-                   loss=s["LOSS"],
+                   gradient_clip=s["GRADIENT_CLIP"], weight_ema=s["WEIGHT_EMA"], loss=s["LOSS"],
                    label_smoothing=s["LABEL_SMOOTHING"], focal_gamma=s["FOCAL_GAMMA"],
                    class_balance=s["CLASS_BALANCE"], tensorboard=s["TENSORBOARD"],
-                   kernel_sizes=tuple(s["KERNEL_SIZES"]), width=s["WIDTH"],
-                   downsampling=s["DOWNSAMPLING"], dropout_type=s["DROPOUT_TYPE"], head=s["HEAD"],
                    teachers=tuple(s["TEACHER"]), teacher_weight=s["TEACHER_WEIGHT"],
                    teacher_temperature=s["TEACHER_TEMPERATURE"], pretrained=s["PRETRAINED"],
                    pretrained_layers=s["PRETRAINED_LAYERS"], freeze_pretrained=s["FREEZE_PRETRAINED"],
-                   mixed_precision=s["MIXED_PRECISION"], data_parallel=s["DATA_PARALLEL"],
-                   dense_units=s["DENSE_UNITS"], frequency_channel=s["FREQUENCY_CHANNEL"],
-                   stem_downsampling=tuple(s["STEM_DOWNSAMPLING"]))
+                   mixed_precision=s["MIXED_PRECISION"], data_parallel=s["DATA_PARALLEL"])
 
 
 @dataclass
@@ -212,7 +197,7 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
              len(classes))
 
     model = build_model(options.model, (spec["height"], spec["width"], 1), len(classes),
-                        options.model_options())
+                        options.architecture)
     if options.pretrained:
         start_from(model, options.pretrained, spec, options.pretrained_layers, options.freeze_pretrained)
     if options.teachers:
