@@ -75,6 +75,8 @@ DROPOUT_TYPE: Literal["random", "channel", "location"] = "random"  # units, feat
 HEAD: Literal["pool", "attention", "frequency"] = "frequency"  # frequency: mean+max over time per band
                                              # (keeps pitch); pool: global average; attention: SED head
 FREQUENCY_CHANNEL = True                     # add an input channel with each row's frequency position
+CEPSTRUM_FEATURES = False                    # head also gets each column's cepstrum (mean, max over time):
+                                             # evenly spaced lines (pulse rates, harmonics) as one peak
 DENSE_UNITS = 512                            # "pi" model: units in each of its two dense layers
 MULTI_LABEL = False                          # sigmoid head trained on primary + background labels
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from utils.model_io import load_model, save_model
-from utils.models import FrequencyPosition, PoolOverTime, build_model, frame_score_model
+from utils.models import CepstrumPool, FrequencyPosition, PoolOverTime, build_model, frame_score_model
 
 pytestmark = pytest.mark.backend  # also run on JAX by `make test`
 
@@ -17,6 +17,8 @@ SHAPE = (32, 64, 1)
     ("resnet", {"filters": [8, 16], "head": "attention"}),
     ("resnet", {"filters": [8, 16], "head": "attention", "multi_label": True}),
     ("resnet", {"filters": [8, 16], "head": "frequency", "frequency_channel": True}),
+    ("resnet", {"filters": [8, 16], "head": "frequency", "cepstrum_features": True}),
+    ("baseline", {"filters": [8, 16], "cepstrum_features": True, "dropout_type": "channel"}),
     ("baseline", {"filters": [8, 16], "head": "frequency"}),
     ("pi", {"filters": [8, 16], "dense_units": 32, "frequency_channel": True}),
     ("efficientnet_b0", {}),
@@ -64,6 +66,9 @@ def test_bad_model_options_are_refused(bad):
         build_model("vgg", SHAPE, 3)
     with pytest.raises(ValueError, match="dense head"):
         build_model("pi", SHAPE, 3, head="attention")
+    for name, head in (("pi", "pool"), ("resnet", "attention")):
+        with pytest.raises(ValueError, match="CEPSTRUM_FEATURES"):
+            build_model(name, SHAPE, 3, filters=[8], head=head, cepstrum_features=True)
 
 
 def test_frequency_position_and_pooling_over_time_by_hand():
@@ -74,6 +79,25 @@ def test_frequency_position_and_pooling_over_time_by_hand():
     pooled = np.asarray(PoolOverTime()(x))
     expected = np.concatenate([x.mean(axis=2), x.max(axis=2)], axis=-1).reshape(2, -1)
     assert np.allclose(pooled, expected, atol=1e-6)
+
+
+def test_cepstrum_turns_evenly_spaced_lines_into_one_peak_at_their_spacing():
+    """Lines every 8 rows (a pulse train's harmonics) peak at quefrency bin 64 / 8 = 8, twice that
+    for lines every 4 rows; moving the lines along frequency changes nothing."""
+    rows, columns = 64, 10
+    features = {}
+    for spacing in (8, 4):
+        image = np.zeros((1, rows, columns, 1), "float32")
+        image[0, ::spacing, :, 0] = 1.0
+        shifted = np.roll(image, 3, axis=1)
+        out = np.asarray(CepstrumPool()(image))
+        assert out.shape == (1, 2 * (rows // 2 + 1))
+        assert np.allclose(np.asarray(CepstrumPool()(shifted)), out, atol=1e-5)
+        mean, peak = out[0, :rows // 2 + 1], out[0, rows // 2 + 1:]
+        assert np.allclose(mean, peak, atol=1e-5)  # every column the same
+        features[spacing] = mean
+    assert np.argmax(features[8][1:]) + 1 == 8 and np.argmax(features[4][1:]) + 1 == 16
+    assert features[8][0] < 1e-3  # the column's level is removed: it is in the image already
 
 
 def test_frequency_head_tells_bands_apart_where_global_pooling_cannot():

@@ -6,6 +6,7 @@ from tests.conftest import TINY, make_settings
 from utils import steps
 from utils.batches import ChunkBatches
 from utils.losses import make_loss
+from utils.model_io import load_model
 from utils.models import build_model
 from utils.schedules import EpochSchedule, make_optimizer
 from utils.store import StoreWriter
@@ -86,7 +87,8 @@ def test_class_balance_by_weights_and_by_sampling(tmp_path):
 
 @pytest.mark.parametrize("options", [
     ["OPTIMIZER=nesterov", "LR_SCHEDULE=step-1", "LOSS=focal", "CLASS_BALANCE=weights",
-     "L2_WEIGHT=0.0001", "GRADIENT_CLIP=1.0", "LABEL_SMOOTHING=0.1", "TENSORBOARD=True"],
+     "L2_WEIGHT=0.0001", "GRADIENT_CLIP=1.0", "LABEL_SMOOTHING=0.1", "TENSORBOARD=True",
+     "CEPSTRUM_FEATURES=True"],
     ["OPTIMIZER=adam", "LR_SCHEDULE=root", "MULTI_LABEL=True", "CLASS_BALANCE=sampling",
      "AUGMENTATION={'mixup': 0.4, 'crop': 0.1, 'noise': 0.5}", "WARMUP_EPOCHS=0.5"],
 ])
@@ -100,6 +102,9 @@ def test_training_runs_with_other_options(tmp_path, tiny_raw, options):
     if "TENSORBOARD=True" in options and keras.backend.backend() == "tensorflow":
         assert any(board.rglob("events.out.tfevents.*"))
     assert steps.test_step(s)["scored"] == 3
+    model, _ = load_model(tmp_path / "runs" / "default" / "best.keras")
+    layers = {layer.name for layer in model.layers}
+    assert ("cepstrum" in layers) == ("CEPSTRUM_FEATURES=True" in options)
 
 
 def test_mixed_precision_applies_to_the_run_only(tmp_path, tiny_raw):
@@ -108,7 +113,6 @@ def test_mixed_precision_applies_to_the_run_only(tmp_path, tiny_raw):
     steps.spec_step(s)
     assert steps.train_step(s)["epochs"] == 1
     assert keras.config.dtype_policy().name == "float32"  # restored afterwards
-    from utils.model_io import load_model
 
     model, _ = load_model(tmp_path / "runs" / "default" / "last.keras")
     assert model.get_layer("stem_conv").dtype_policy.name == "mixed_bfloat16"
@@ -133,7 +137,6 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, tiny
 
 
 def test_weight_ema_leaves_training_alone_and_saves_the_averaged_weights(tmp_path, tiny_raw):
-    from utils.model_io import load_model
     from utils.schedules import make_optimizer
 
     assert make_optimizer("adamw", 0.001, ema=0.9).use_ema

@@ -40,6 +40,7 @@ class ModelOptions:
     dense_units: int = 512                    # "pi": width of its two dense layers
     frequency_channel: bool = False           # add an input channel holding each row's position
     stem_downsampling: tuple[int, int] = (4, 4)  # resnet stem: (frequency, time) factor, 1, 2 or 4
+    cepstrum_features: bool = False           # head also sees the input's cepstrum ("pool"/"frequency")
 
 
 def _dropout(rate: float, kind: str, name: str):
@@ -102,6 +103,26 @@ class PoolOverTime(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[1] * 2 * input_shape[3])
+
+
+@keras.saving.register_keras_serializable(package="bioacoustics")
+class CepstrumPool(layers.Layer):
+    """(batch, freq, time, channels) spectrogram -> (batch, 2 * (freq // 2 + 1)): the magnitude of
+    each column's Fourier transform along frequency (its cepstrum, as the image is a log spectrum),
+    mean and max over time. Evenly spaced spectral lines (a pulse train's rate, a call's harmonics)
+    become one peak whose position is their spacing, wherever in the band they lie; a shift along
+    frequency (the `roll_v` augmentation) leaves it unchanged."""
+
+    def call(self, x):
+        columns = ops.transpose(x[..., 0], (0, 2, 1))                  # (batch, time, freq)
+        columns = columns - ops.mean(columns, axis=-1, keepdims=True)  # the level is in the image
+        real, imag = ops.rfft(columns)
+        rows = ops.cast(ops.shape(columns)[-1], columns.dtype)
+        magnitude = ops.sqrt(real * real + imag * imag + 1e-12) / ops.sqrt(rows)
+        return ops.concatenate([ops.mean(magnitude, axis=1), ops.max(magnitude, axis=1)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2 * (input_shape[1] // 2 + 1))
 
 
 @keras.saving.register_keras_serializable(package="bioacoustics")
@@ -218,21 +239,25 @@ def efficientnet_body(x, variant: str):
     return net(rgb)
 
 
-def pool_head(x, n_classes: int, options: ModelOptions, l2):
+def _with_extra(x, extra):
+    return x if extra is None else layers.Concatenate(name="with_cepstrum")([x, extra])
+
+
+def pool_head(x, n_classes: int, options: ModelOptions, l2, extra=None):
     if options.dropout_type == "random":
-        x = layers.GlobalAveragePooling2D(name="pool")(x)
+        x = _with_extra(layers.GlobalAveragePooling2D(name="pool")(x), extra)
         x = layers.Dropout(options.dropout, name="dropout")(x)
     else:  # channel or location dropout act on the feature maps, before pooling
         x = _dropout(options.dropout, options.dropout_type, "dropout")(x)
-        x = layers.GlobalAveragePooling2D(name="pool")(x)
+        x = _with_extra(layers.GlobalAveragePooling2D(name="pool")(x), extra)
     return layers.Dense(n_classes, activation="sigmoid" if options.multi_label else "softmax",
                         kernel_regularizer=l2, name="scores")(x)
 
 
-def frequency_head(x, n_classes: int, options: ModelOptions, l2):
+def frequency_head(x, n_classes: int, options: ModelOptions, l2, extra=None):
     """Mean and max over time per frequency band, flattened: keeps where in the band a pattern
     is (insects and frogs are told apart by pitch as much as by shape)."""
-    x = PoolOverTime(name="pool_over_time")(x)
+    x = _with_extra(PoolOverTime(name="pool_over_time")(x), extra)
     x = layers.Dropout(options.dropout, name="dropout")(x)
     return layers.Dense(n_classes, activation="sigmoid" if options.multi_label else "softmax",
                         kernel_regularizer=l2, name="scores")(x)
@@ -271,6 +296,8 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
         raise ValueError("FILTERS needs at least one stage; DOWNSAMPLING is pool or stride")
     if len(options.stem_downsampling) != 2 or not set(options.stem_downsampling) <= {1, 2, 4}:
         raise ValueError("STEM_DOWNSAMPLING is [frequency, time], each 1, 2 or 4")
+    if options.cepstrum_features and (name == "pi" or options.head == "attention"):
+        raise ValueError("CEPSTRUM_FEATURES needs HEAD 'pool' or 'frequency' (not the pi model)")
     l2 = keras.regularizers.L2(options.l2) if options.l2 > 0 else None
     inputs = keras.Input(shape=input_shape, name="spectrogram")
     if name == "pi" and options.head != "pool":
@@ -296,8 +323,15 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
             outputs = layers.Dense(n_classes, activation="sigmoid" if options.multi_label else "softmax",
                                    kernel_regularizer=l2, name="scores")(x)
         else:
-            head = {"attention": attention_head, "frequency": frequency_head}.get(options.head, pool_head)
-            outputs = head(x, n_classes, options, l2)
+            extra = None
+            if options.cepstrum_features:  # computed in float32 too: the FFT needs it
+                extra = layers.BatchNormalization(momentum=BN_MOMENTUM, name="cepstrum_norm")(
+                    CepstrumPool(name="cepstrum")(inputs))
+            if options.head == "attention":
+                outputs = attention_head(x, n_classes, options, l2)
+            else:
+                head = frequency_head if options.head == "frequency" else pool_head
+                outputs = head(x, n_classes, options, l2, extra)
     finally:
         keras.config.set_dtype_policy(policy)
     return keras.Model(inputs, outputs, name=name)

@@ -87,7 +87,8 @@ class TrainOptions:
             blocks_per_stage=s["BLOCKS_PER_STAGE"], width=s["WIDTH"], downsampling=s["DOWNSAMPLING"],
             stem_downsampling=tuple(s["STEM_DOWNSAMPLING"]), dropout=s["DROPOUT"],
             dropout_type=s["DROPOUT_TYPE"], head=s["HEAD"], multi_label=s["MULTI_LABEL"],
-            l2=s["L2_WEIGHT"], dense_units=s["DENSE_UNITS"], frequency_channel=s["FREQUENCY_CHANNEL"])
+            l2=s["L2_WEIGHT"], dense_units=s["DENSE_UNITS"], frequency_channel=s["FREQUENCY_CHANNEL"],
+            cepstrum_features=s["CEPSTRUM_FEATURES"])
         return cls(model=s["MODEL"], architecture=architecture, epochs=s["EPOCHS"],
                    batch_size=s["BATCH_SIZE"], learning_rate=s["LEARNING_RATE"],
                    weight_decay=s["WEIGHT_DECAY"], snapshot_epochs=s["SNAPSHOT_EPOCHS"],
