@@ -76,7 +76,8 @@ HEAD: Literal["pool", "attention", "frequency"] = "frequency"  # frequency: mean
                                              # (keeps pitch); pool: global average; attention: SED head
 FREQUENCY_CHANNEL = True                     # add an input channel with each row's frequency position
 CEPSTRUM_FEATURES = False                    # head also gets each column's cepstrum (mean, max over time):
-                                             # evenly spaced lines (pulse rates, harmonics) as one peak
+                                             # evenly spaced lines (pulse rates, harmonics) as one peak;
+                                             # not with HEAD "attention" (its scores are per frame)
 DENSE_UNITS = 512                            # "pi" model: units in each of its two dense layers
 MULTI_LABEL = False                          # sigmoid head trained on primary + background labels
 

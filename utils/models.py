@@ -40,7 +40,7 @@ class ModelOptions:
     dense_units: int = 512                    # "pi": width of its two dense layers
     frequency_channel: bool = False           # add an input channel holding each row's position
     stem_downsampling: tuple[int, int] = (4, 4)  # resnet stem: (frequency, time) factor, 1, 2 or 4
-    cepstrum_features: bool = False           # head also sees the input's cepstrum ("pool"/"frequency")
+    cepstrum_features: bool = False           # head also sees the input's cepstrum (not "attention")
 
 
 def _dropout(rate: float, kind: str, name: str):
@@ -240,7 +240,13 @@ def efficientnet_body(x, variant: str):
 
 
 def _with_extra(x, extra):
-    return x if extra is None else layers.Concatenate(name="with_cepstrum")([x, extra])
+    """Features computed from the input beside the body (the cepstrum) join the pooled ones."""
+    return x if extra is None else layers.Concatenate(name="with_extra_features")([x, extra])
+
+
+def _scores(x, n_classes: int, options: ModelOptions, l2):
+    return layers.Dense(n_classes, activation="sigmoid" if options.multi_label else "softmax",
+                        kernel_regularizer=l2, name="scores")(x)
 
 
 def pool_head(x, n_classes: int, options: ModelOptions, l2, extra=None):
@@ -250,8 +256,7 @@ def pool_head(x, n_classes: int, options: ModelOptions, l2, extra=None):
     else:  # channel or location dropout act on the feature maps, before pooling
         x = _dropout(options.dropout, options.dropout_type, "dropout")(x)
         x = _with_extra(layers.GlobalAveragePooling2D(name="pool")(x), extra)
-    return layers.Dense(n_classes, activation="sigmoid" if options.multi_label else "softmax",
-                        kernel_regularizer=l2, name="scores")(x)
+    return _scores(x, n_classes, options, l2)
 
 
 def frequency_head(x, n_classes: int, options: ModelOptions, l2, extra=None):
@@ -259,8 +264,7 @@ def frequency_head(x, n_classes: int, options: ModelOptions, l2, extra=None):
     is (insects and frogs are told apart by pitch as much as by shape)."""
     x = _with_extra(PoolOverTime(name="pool_over_time")(x), extra)
     x = layers.Dropout(options.dropout, name="dropout")(x)
-    return layers.Dense(n_classes, activation="sigmoid" if options.multi_label else "softmax",
-                        kernel_regularizer=l2, name="scores")(x)
+    return _scores(x, n_classes, options, l2)
 
 
 def attention_head(x, n_classes: int, options: ModelOptions, l2):
@@ -296,8 +300,8 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
         raise ValueError("FILTERS needs at least one stage; DOWNSAMPLING is pool or stride")
     if len(options.stem_downsampling) != 2 or not set(options.stem_downsampling) <= {1, 2, 4}:
         raise ValueError("STEM_DOWNSAMPLING is [frequency, time], each 1, 2 or 4")
-    if options.cepstrum_features and (name == "pi" or options.head == "attention"):
-        raise ValueError("CEPSTRUM_FEATURES needs HEAD 'pool' or 'frequency' (not the pi model)")
+    if options.cepstrum_features and options.head == "attention":
+        raise ValueError("CEPSTRUM_FEATURES needs clip-level pooling: HEAD 'pool' or 'frequency'")
     l2 = keras.regularizers.L2(options.l2) if options.l2 > 0 else None
     inputs = keras.Input(shape=input_shape, name="spectrogram")
     if name == "pi" and options.head != "pool":
@@ -319,19 +323,17 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
     keras.config.set_dtype_policy("float32")  # layers keep the policy they are created under
     try:
         x = layers.Activation("linear", name="head_in_float32")(x)
+        extra = None
+        if options.cepstrum_features:  # computed in float32 too: the FFT needs it
+            extra = layers.BatchNormalization(momentum=BN_MOMENTUM, name="cepstrum_norm")(
+                CepstrumPool(name="cepstrum")(inputs))
         if name == "pi":  # already flat: only the classifier is left
-            outputs = layers.Dense(n_classes, activation="sigmoid" if options.multi_label else "softmax",
-                                   kernel_regularizer=l2, name="scores")(x)
+            outputs = _scores(_with_extra(x, extra), n_classes, options, l2)
+        elif options.head == "attention":
+            outputs = attention_head(x, n_classes, options, l2)
         else:
-            extra = None
-            if options.cepstrum_features:  # computed in float32 too: the FFT needs it
-                extra = layers.BatchNormalization(momentum=BN_MOMENTUM, name="cepstrum_norm")(
-                    CepstrumPool(name="cepstrum")(inputs))
-            if options.head == "attention":
-                outputs = attention_head(x, n_classes, options, l2)
-            else:
-                head = frequency_head if options.head == "frequency" else pool_head
-                outputs = head(x, n_classes, options, l2, extra)
+            head = frequency_head if options.head == "frequency" else pool_head
+            outputs = head(x, n_classes, options, l2, extra)
     finally:
         keras.config.set_dtype_policy(policy)
     return keras.Model(inputs, outputs, name=name)
