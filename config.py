@@ -41,7 +41,8 @@ AMPLITUDE_SCALE: Literal["db", "log_power", "pcen"] = "db"  # db: below the chun
 TOP_DB = 80.0                                # dynamic range kept below each chunk's peak (db)
 NORMALIZATION: Literal["chunk", "fixed"] = "chunk"  # chunk: min-max per image; fixed: VALUE_RANGE
 VALUE_RANGE = [-80.0, 0.0]                   # [low, high] mapped to [0, 1] with fixed (db: -80..0, pcen: 0..5)
-SIGNAL_THRESHOLD = 0.0001                    # signal-pixel fraction below which a chunk is noise
+SIGNAL_THRESHOLD = 0.0001                    # signal-pixel fraction below which a chunk is noise;
+                                             # 0 = every chunk is signal (steady songs can look like noise)
 NOISE_FRACTION = 1.0                         # share of rejected (noise) chunks kept for augmentation
 MAX_CHUNKS_PER_FILE = 0                      # signal chunks kept per recording (random); 0 = all
 MAX_CHUNKS_PER_CLASS = 0                     # signal chunks per class, spread over its recordings; 0 = all

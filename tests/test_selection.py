@@ -55,3 +55,24 @@ def test_class_cap_in_the_store(tmp_path, tiny_raw):
     assert not index["noise"].any()
     val = index[index["split"] == "val"]
     assert val.groupby("recording").size().min() > 3  # validation chunks are not capped
+
+
+def test_spec_reports_classes_the_gate_took_most_chunks_from(tmp_path, tiny_raw):
+    from click.testing import CliRunner
+
+    from tests.test_pipeline import script
+
+    overrides = [*TINY, f"RAW_DATA={tiny_raw}", f"DATASET_DIR={tmp_path / 'dataset'}",
+                 f"STORE_DIR={tmp_path / 'store'}", f"RUNS_DIR={tmp_path / 'runs'}"]
+    steps.sort_step(make_settings(tmp_path, *overrides))
+    args = [a for pair in overrides for a in ("--set", pair)]
+    quiet = CliRunner().invoke(script("spec").main, args)
+    assert quiet.exit_code == 0, quiet.output
+    assert "signal gate" not in quiet.output  # calls in noise: the gate keeps most chunks
+    # A threshold no chunk reaches makes every chunk noise: every class is reported
+    strict = CliRunner().invoke(script("spec").main, [*args, "--set", "SIGNAL_THRESHOLD=1.0"])
+    assert strict.exit_code == 0, strict.output
+    assert "The signal gate marked most chunks of 18 recordings as noise (" in strict.output
+    summary = steps.spec_step(make_settings(tmp_path, *overrides, "SIGNAL_THRESHOLD=1.0"))
+    assert len(summary["mostly_noise"]) == 3  # classes
+    assert [set(shares.values()) for shares in summary["mostly_noise"].values()] == [{1.0}] * 3

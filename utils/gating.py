@@ -30,3 +30,17 @@ def signal_fraction(images: np.ndarray) -> np.ndarray:
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, _KERNEL)
         out[i] = m.mean()
     return out
+
+
+
+def mostly_noise_recordings(index, share: float = 0.5) -> dict[str, dict[str, float]]:
+    """Recordings whose stored chunks the gate marked as noise at ``share`` or more, by class:
+    label -> {recording: share}. A song that never stops (cicadas, crickets, frog choruses) has
+    few pixels above its own row medians, so this detector of calls that stand out takes it for
+    noise, and the user should know before those chunks are left out of training. ``index`` is
+    a store index (label, recording and noise columns)."""
+    shares = index.groupby(["label", "recording"])["noise"].mean()
+    out: dict[str, dict[str, float]] = {}
+    for (label, recording), s in shares[shares >= share].items():
+        out.setdefault(str(label), {})[str(recording)] = round(float(s), 3)
+    return dict(sorted(out.items(), key=lambda item: -len(item[1])))

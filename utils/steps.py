@@ -23,6 +23,7 @@ from utils.dataset import assign_splits, load_recordings, scan_csv, scan_folders
 from utils.extract import (DaskPool, Job, Selection, class_quotas, extract_to_store, plan_jobs,
                            worker_count, worker_pool)
 from utils.fileio import atomic_write_json, atomic_write_text
+from utils.gating import mostly_noise_recordings
 from utils.settings import save_settings
 from utils.spectrogram import SpecParams, spec_differences
 from utils.store import store_path
@@ -132,9 +133,13 @@ def spec_step(s: Settings) -> dict:
     every_problem = [{"recording": r, **v} for r, v in store.recordings.items() if v["status"] != "ok"]
     summary = {"store": str(root), "recordings": len(store.recordings),
                "signal_chunks": int((~index["noise"]).sum()), "noise_chunks": int(index["noise"].sum()),
+               "mostly_noise": mostly_noise_recordings(index),
                "problems": len(every_problem), "this_run": report["counts"],
                "problem_table": problem_table(every_problem)}
     atomic_write_json(root / "summary.json", summary)
+    if summary["mostly_noise"]:
+        log.warning("%s Steady songs can look like noise to it; noise chunks are not trained on, "
+                    "and SIGNAL_THRESHOLD = 0 trains on every chunk.", gated_line(summary["mostly_noise"]))
     for problem in report["problems"]:
         log.warning("skipped %s: %s", problem["path"], problem["detail"])
     if s["EXPORT_PNG"]:
@@ -143,6 +148,15 @@ def spec_step(s: Settings) -> dict:
         out = Path(s["PNG_DIR"]) if s["PNG_DIR"] else root / "png"
         summary["png"] = export_png(store, out)
     return summary
+
+
+def gated_line(mostly_noise: Mapping[str, Mapping[str, float]], limit: int = 5) -> str:
+    """'The signal gate marked most chunks of 4 recordings as noise (A: 3, B: 1).'"""
+    counts = [f"{label}: {len(recordings)}" for label, recordings in mostly_noise.items()]
+    more = f", {len(counts) - limit} more classes" if len(counts) > limit else ""
+    total = sum(len(recordings) for recordings in mostly_noise.values())
+    return (f"The signal gate marked most chunks of {total} recording{'s' if total != 1 else ''} "
+            f"as noise ({', '.join(counts[:limit])}{more}).")
 
 
 def problem_table(problems: list[dict], limit: int = 10) -> list[str]:
