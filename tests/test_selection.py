@@ -57,7 +57,7 @@ def test_class_cap_in_the_store(tmp_path, tiny_raw):
     assert val.groupby("recording").size().min() > 3  # validation chunks are not capped
 
 
-def test_spec_reports_classes_the_gate_took_most_chunks_from(tmp_path, tiny_raw):
+def test_spec_reports_recordings_the_gate_took_most_chunks_from(tmp_path, tiny_raw):
     from click.testing import CliRunner
 
     from tests.test_pipeline import script

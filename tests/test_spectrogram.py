@@ -83,9 +83,17 @@ def test_calls_score_higher_than_noise():
     assert s2n[1] > 3 * s2n[0]
 
 
+@pytest.mark.parametrize("change, message", [
+    (dict(fmax=9000.0), "FMAX"), (dict(chunk_overlap=1.0), "CHUNK_OVERLAP"),
+    (dict(min_chunk_length=2.0), "MIN_CHUNK_LENGTH"), (dict(spec_type="cqt"), "spec_type"),
+])
+def test_invalid_settings_are_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        params(**change)
+
 
 def test_a_steady_song_looks_like_noise_to_the_gate():
-    """Why spec.py reports mostly-noise classes: a pulse train that never stops (a cicada) has no
+    """Why spec.py reports mostly-noise recordings: a pulse train that never stops (a cicada) has no
     pixel well above its own row median, so the transient detector scores it like background."""
     p = params()
     rng = np.random.default_rng(4)

@@ -32,7 +32,6 @@ def signal_fraction(images: np.ndarray) -> np.ndarray:
     return out
 
 
-
 def mostly_noise_recordings(index, share: float = 0.5) -> dict[str, dict[str, float]]:
     """Recordings whose stored chunks the gate marked as noise at ``share`` or more, by class:
     label -> {recording: share}. A song that never stops (cicadas, crickets, frog choruses) has
