@@ -50,11 +50,12 @@ def finished_run(s) -> tuple[dict, dict] | None:
     return read_json(files[1]), read_json(files[2])
 
 
-def validation_report(run) -> dict:
+def validation_report(run, finished: bool) -> dict:
     """The chosen model scored on the validation recordings exactly as on the test ones (all
-    chunks, the same pooling): a recipe is chosen on this, never on the test figure."""
+    chunks, the same pooling): a recipe is chosen on this, never on the test figure. A finished
+    run's report is reused; a run trained just now is scored afresh."""
     summary = steps.run_dir(run) / "test-val" / "summary.json"
-    if summary.exists() and summary.stat().st_mtime >= (steps.run_dir(run) / "best.keras").stat().st_mtime:
+    if finished and summary.exists():
         return read_json(summary)
     return steps.test_step(run.replace(TEST_SPLIT="val"))
 
@@ -81,14 +82,13 @@ def main(config_file, overrides, seeds, quick):
     for seed in [int(x) for x in seeds.split(",")]:
         run = s.replace(SEED=seed, RUN_NAME=f"{s.RUN_NAME}-seed{seed}")
         finished = finished_run(run)
-        if not finished:
-            steps.spec_step(run)  # a no-op when the store exists (seeds share it unless it samples)
         if finished:
             trained, tested = finished
         else:  # train + test, and a row in RUNS_DIR/experiments.csv
+            steps.spec_step(run)  # a no-op when the store exists (seeds share it unless it samples)
             result = steps.evaluate_step(run)
             trained, tested = result["train"], result["test"]
-        validated = validation_report(run)
+        validated = validation_report(run, finished is not None)
         rows.append({"seed": seed, "top1": tested["top1_accuracy"], "mlrap": tested["mlrap"],
                      "val_top1": validated["top1_accuracy"], "val_mlrap": validated["mlrap"],
                      "train_seconds": trained["train_seconds"], "epochs": trained["epochs"],
