@@ -116,7 +116,8 @@ def test_compare_prints_two_runs_side_by_side(trained, tmp_path):
     line = next(l for l in result.output.splitlines() if l.startswith("top-1 accuracy"))
     mine = json.loads((steps.run_dir(trained) / "test-val" / "summary.json").read_text())
     assert f"{mine['top1_accuracy']:.4f}" in line and f"{other['top1_accuracy']:.4f}" in line
-    missing = CliRunner().invoke(script("test").main, ["--compare", "nope", str(tmp_path / "max")])
+    missing = CliRunner().invoke(script("test").main, [  # RUNS_DIR: its log stays out of the checkout
+        "--set", f"RUNS_DIR={tmp_path}", "--compare", "nope", str(tmp_path / "max")])
     assert missing.exit_code == 1 and "no test report found for 'nope'" in missing.output
 
 
