@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -59,6 +61,48 @@ def test_flac_fast_decoder_matches_libsndfile_and_leaves_odd_files_to_it(tmp_pat
     assert read_flac(tmp_path / "wav.flac") is None
     np.testing.assert_array_equal(load_audio(tmp_path / "wav.flac", 22050, channel=0),
                                   sf.read(tmp_path / "wav.flac", dtype="float32")[0][:, 0])
+
+
+def test_decoded_audio_outlives_the_reused_decode_buffer(tmp_path):
+    """FLAC decodes into one buffer per thread, reused by the next file: what load_audio returns
+    at the file's own rate (no resampling to make a new array) must still be a copy."""
+    rng = np.random.default_rng(2)
+    first, second = (rng.uniform(-1, 1, (4000, 2)).astype(np.float32) for _ in range(2))
+    sf.write(tmp_path / "mono.flac", first[:, 0], 8000)
+    sf.write(tmp_path / "stereo.flac", first, 8000)
+    sf.write(tmp_path / "other.flac", second, 8000)
+    expected = sf.read(tmp_path / "stereo.flac", dtype="float32")[0]
+    kept = {channel: load_audio(tmp_path / "stereo.flac", 8000, channel=channel)
+            for channel in ("0", "1", "mean")}
+    kept["mono"] = load_audio(tmp_path / "mono.flac", 8000)
+    load_audio(tmp_path / "other.flac", 8000)
+    assert read_flac(tmp_path / "other.flac") is not None  # the buffer now holds another file
+    np.testing.assert_array_equal(kept["mono"], expected[:, 0])
+    np.testing.assert_array_equal(kept["0"], expected[:, 0])
+    np.testing.assert_array_equal(kept["1"], expected[:, 1])
+    np.testing.assert_array_equal(kept["mean"], expected.mean(axis=1, dtype=np.float32))
+
+
+def test_only_files_up_to_the_limit_keep_their_decode_buffer(tmp_path, monkeypatch):
+    """A long file (or a header claiming one) decodes into a buffer of its own, so a thread does
+    not keep that much memory; a buffer that cannot be had leaves the file to libsndfile."""
+    from utils import audio
+    samples = np.random.default_rng(4).uniform(-1, 1, 3000).astype(np.float32)
+    sf.write(tmp_path / "short.flac", samples[:1000], 8000)
+    sf.write(tmp_path / "long.flac", samples, 8000)
+    monkeypatch.setattr(audio, "KEPT_DECODE_SAMPLES", 2000)
+    monkeypatch.setattr(audio, "_decode_buffers", threading.local())
+    short, _ = read_flac(tmp_path / "short.flac")
+    kept = audio._decode_buffers.buffer
+    long, _ = read_flac(tmp_path / "long.flac")
+    assert audio._decode_buffers.buffer is kept and not np.shares_memory(long, kept)
+    np.testing.assert_array_equal(long, sf.read(tmp_path / "long.flac", dtype="float32")[0])
+
+    def no_memory(size):
+        raise MemoryError
+    monkeypatch.setattr(audio, "_decode_buffer", no_memory)
+    assert read_flac(tmp_path / "long.flac") is None
+    np.testing.assert_array_equal(load_audio(tmp_path / "long.flac", 8000), long)
 
 
 @pytest.mark.parametrize("content", [b"", b"RIFF\x00\x00", b"not audio at all" * 100])

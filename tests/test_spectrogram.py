@@ -170,9 +170,8 @@ def test_band_magnitudes_match_librosa_chunk_after_chunk(n_fft, power, rfft, mon
     per chunk (32 frames each): every chunk still gets librosa's STFT (Hann window) through the
     filterbank, and a silent chunk after a loud one gets nothing of it, whichever FFT this CPU
     runs faster."""
-    from utils import spectrogram
     from utils.spectrogram import FFT_GROUP_SAMPLES, band_magnitudes
-    monkeypatch.setattr(spectrogram, "fastest_rfft", lambda *shape: rfft)
+    calls = use_only_fft(rfft, monkeypatch)
     params = SpecParams(sample_rate=22050, n_fft=n_fft, fmin=100.0, fmax=8000.0, height=64, width=256)
     if n_fft == 4096:  # this case must split each chunk's frames over several FFT calls
         assert FFT_GROUP_SAMPLES // n_fft < params.width
@@ -185,6 +184,24 @@ def test_band_magnitudes_match_librosa_chunk_after_chunk(n_fft, power, rfft, mon
         ref = (fb @ np.abs(stft) ** power)[:, :256]
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * max(ref.max(), 1.0))
     assert bands.shape == (3, 64, 256) and (bands[0] > 0).all() and (bands[1] == 0).all()
+    assert calls[0] >= 3 * (n_fft // 1024)  # every chunk went through the FFT under test
+
+
+def use_only_fft(name, monkeypatch):
+    """Make ``name`` this process's FFT (as if the timing had chosen it), with fresh work buffers
+    (they hold the FFT chosen when they were made), and count its calls."""
+    import threading
+
+    from utils import spectrogram
+    calls, real = [0], spectrogram.RFFTS[name]
+
+    def counted(frames, out):
+        calls[0] += 1
+        return real(frames, out)
+    monkeypatch.setattr(spectrogram, "fastest_rfft", lambda *shape: name)
+    monkeypatch.setitem(spectrogram.RFFTS, name, counted)
+    monkeypatch.setattr(spectrogram, "_thread_scratch", threading.local())
+    return calls
 
 
 @pytest.mark.parametrize("rfft", ["ducc0", "scipy"])
@@ -193,9 +210,8 @@ def test_bands_on_the_0_hz_and_nyquist_bins_match_librosa(rfft, monkeypatch):
     bins have theirs mirrored (a real signal's spectrum is conjugate-symmetric). Linear bands
     narrower than a bin take the nearest one, which here is bin 0 at the bottom and the Nyquist
     bin at the top."""
-    from utils import spectrogram
     from utils.spectrogram import band_edges, band_filterbank, band_magnitudes, linear_filterbank
-    monkeypatch.setattr(spectrogram, "fastest_rfft", lambda *shape: rfft)
+    calls = use_only_fft(rfft, monkeypatch)
     params = SpecParams(sample_rate=22050, spec_type="linear", n_fft=64, fmin=0.0, fmax=11025.0,
                         height=64, width=256)
     _, lo, hi = band_filterbank(params)
@@ -205,6 +221,48 @@ def test_bands_on_the_0_hz_and_nyquist_bins_match_librosa(rfft, monkeypatch):
     stft = librosa.stft(chunk[0], n_fft=64, hop_length=params.hop_length, pad_mode="constant")
     ref = (fb @ np.abs(stft))[:, :256]
     np.testing.assert_allclose(band_magnitudes(chunk, params)[0], ref, rtol=1e-4, atol=1e-5 * ref.max())
+    assert calls[0] >= 1
+
+
+def test_scipys_fft_gives_the_same_spectrum_with_or_without_its_private_binding(monkeypatch):
+    """The pocketfft binding writes into the given array; the public function (used where a
+    scipy release moved the binding) allocates its own. Same numbers either way."""
+    from utils import spectrogram
+    frames = np.random.default_rng(6).standard_normal((16, 512)).astype(np.float32)
+    out = np.empty((16, 257), np.complex64)
+    fast = spectrogram._scipy_rfft(frames, out).copy()
+    monkeypatch.setattr(spectrogram, "_pocketfft_r2c", None)
+    public = spectrogram._scipy_rfft(frames, out)
+    assert public is not out
+    np.testing.assert_array_equal(fast, public)
+    np.testing.assert_allclose(public, np.fft.rfft(frames), rtol=1e-4, atol=1e-4)
+
+
+def test_work_buffers_follow_the_settings_and_stay_with_their_thread():
+    """Buffers are kept from call to call: settings that change between calls, and two threads
+    extracting at once, must each still get the images a fresh process computes."""
+    import concurrent.futures as cf
+    import threading
+
+    from utils import spectrogram
+    mel, linear = params(), params(spec_type="linear", height=96, n_fft=1024, width=100)
+    chunks = np.random.default_rng(9).standard_normal((3, mel.chunk_samples)).astype(np.float32)
+
+    def fresh(p):  # a new thread starts without buffers
+        with cf.ThreadPoolExecutor(1) as pool:
+            return pool.submit(chunk_images, chunks, p).result()
+    expected = {mel: fresh(mel), linear: fresh(linear)}
+    assert expected[mel].shape != expected[linear].shape
+    for p in (mel, linear, mel):  # one thread, settings changing
+        np.testing.assert_array_equal(chunk_images(chunks, p), expected[p])
+    start = threading.Barrier(2)
+
+    def repeatedly(p):
+        start.wait()
+        return all(np.array_equal(chunk_images(chunks, p), expected[p]) for _ in range(20))
+    with cf.ThreadPoolExecutor(2) as pool:
+        assert all(pool.map(repeatedly, [mel, linear]))
+    assert spectrogram._thread_scratch.held[0] == (mel, None)  # this thread kept the last it used
 
 
 def test_db_with_a_fixed_range_maps_db_below_the_peak():
@@ -222,3 +280,21 @@ def test_the_fft_is_chosen_once_per_shape_among_the_known_ones():
     chosen = fastest_rfft(512, 16, 100)
     assert chosen in RFFTS and fastest_rfft(512, 16, 100) == chosen
     assert fastest_rfft.cache_info().hits == 1 and fastest_rfft.cache_info().misses == 1
+
+
+@pytest.mark.parametrize("ducc0_seconds, chosen", [(1.0, "scipy"), (0.85, "scipy"), (0.7, "ducc0")])
+def test_ducc0_is_taken_only_for_a_clear_win(ducc0_seconds, chosen, monkeypatch):
+    """A near tie keeps scipy's FFT, so that processes on one machine do not pick differently
+    from one timing to the next; a clear win (CLEAR_WIN) takes ducc0's. Time is simulated."""
+    from utils import spectrogram
+    clock = [0.0]
+    took = {"scipy": 1.0, "ducc0": ducc0_seconds}
+    for name in took:
+        monkeypatch.setitem(spectrogram.RFFTS, name,
+                            lambda frames, out, name=name: clock.__setitem__(0, clock[0] + took[name]))
+    monkeypatch.setattr(spectrogram.time, "perf_counter", lambda: clock[0])
+    spectrogram.fastest_rfft.cache_clear()
+    try:
+        assert spectrogram.fastest_rfft(512, 16, 100) == chosen
+    finally:
+        spectrogram.fastest_rfft.cache_clear()

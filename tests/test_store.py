@@ -71,3 +71,46 @@ def test_long_recordings_span_shards_and_count_only_when_complete(tmp_path):
     assert store.recordings["long"]["chunks"] == 4
     values = store.images(store.index["shard"], store.index["row"])[:, 0, 0] * 255
     assert np.allclose(values, [5, 5, 6, 6])
+
+
+def test_a_pinned_choice_is_made_once_for_the_life_of_the_store(tmp_path):
+    settings = {"spec": {"height": 4, "width": 6}}
+    asked = []
+
+    def choose(value):
+        return lambda: asked.append(value) or value
+    assert StoreWriter(tmp_path / "s", settings).pinned("fft", choose("scipy")) == "scipy"
+    resumed = StoreWriter(tmp_path / "s", settings)  # a later run, maybe elsewhere
+    assert resumed.pinned("fft", choose("ducc0")) == "scipy"
+    assert resumed.pinned("other", choose(3)) == 3 and resumed.pinned("fft", choose("x")) == "scipy"
+    assert asked == ["scipy", 3]
+
+
+def test_extraction_computes_every_chunk_with_the_stores_pinned_fft(tmp_path, monkeypatch):
+    """The FFT library is chosen once per store (the libraries differ by float rounding, which
+    can move an 8-bit pixel): a resumed run keeps the first run's choice even where another
+    library is faster, and a new store records the fastest."""
+    import json
+
+    from utils import spectrogram
+    from utils.audio import write_audio
+    from utils.extract import Job, extract_to_store
+    from utils.spectrogram import RFFTS, SpecParams
+    params = SpecParams(sample_rate=16000, fmin=200.0, fmax=7800.0, n_fft=512, height=32, width=64)
+    rng = np.random.default_rng(8)
+    write_audio(tmp_path / "a.wav", rng.uniform(-0.5, 0.5, 48000).astype(np.float32), 16000)
+    jobs = [Job("a", str(tmp_path / "a.wav"), "x", "train")]
+    calls = {name: 0 for name in RFFTS}
+    for name, real in list(RFFTS.items()):
+        def counted(frames, out, name=name, real=real):
+            calls[name] += 1
+            return real(frames, out)
+        monkeypatch.setitem(RFFTS, name, counted)
+    monkeypatch.setattr(spectrogram, "fastest_rfft", lambda *shape: "scipy")
+    (tmp_path / "pinned").mkdir()
+    (tmp_path / "pinned" / "pinned.json").write_text(json.dumps({"fft": "ducc0"}))
+    extract_to_store(jobs, params, tmp_path / "pinned", workers=1)  # in this process
+    assert calls["ducc0"] >= 3 and calls["scipy"] == 0
+    extract_to_store(jobs, params, tmp_path / "new", workers=1)
+    assert calls["scipy"] >= 3
+    assert json.loads((tmp_path / "new" / "pinned.json").read_text()) == {"fft": "scipy"}

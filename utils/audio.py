@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
+import threading
 from pathlib import Path
 
 import miniaudio
@@ -48,7 +51,7 @@ def load_audio(path: str | Path, sample_rate: int, channel: str | int = "mean") 
     decoded = read_flac(path) if str(path).lower().endswith(".flac") else None
     if decoded is not None:
         data, rate = decoded
-        return _mono_at_rate(data, rate, sample_rate, channel, finite=True)
+        return _mono_at_rate(data, rate, sample_rate, channel, finite=True, borrowed=True)
     try:
         with sf.SoundFile(str(path)) as f:
             rate, data, integer = f.samplerate, read_float32(f), f.subtype.startswith("PCM")
@@ -59,6 +62,24 @@ def load_audio(path: str | Path, sample_rate: int, channel: str | int = "mean") 
     return _mono_at_rate(data, rate, sample_rate, channel, finite=integer)
 
 
+_decode_buffers = threading.local()
+# Samples of the largest decode buffer a thread keeps (64 MB): longer files, or a header that
+# claims more than the file holds, get a buffer of their own that goes with them.
+KEPT_DECODE_SAMPLES = 1 << 24
+
+
+def _decode_buffer(size: int) -> np.ndarray:
+    """A float32 buffer of ``size`` samples: this thread's, reused from file to file, up to
+    KEPT_DECODE_SAMPLES. A fresh buffer per file costs the kernel a page fault per 4 KB touched,
+    and those were about a sixth of extraction's time (BENCHMARKS.md, spec)."""
+    if size > KEPT_DECODE_SAMPLES:
+        return np.empty(size, np.float32)
+    buffer = getattr(_decode_buffers, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _decode_buffers.buffer = np.empty(size, np.float32)
+    return buffer[:size]
+
+
 def read_flac(path: str | Path) -> tuple[np.ndarray, int] | None:
     """(samples as :func:`read_float32` gives them, sample rate) of a whole FLAC file, or None.
 
@@ -66,17 +87,28 @@ def read_flac(path: str | Path) -> tuple[np.ndarray, int] | None:
     float32 values (BENCHMARKS.md, spec); decoding is the largest step of extraction. None when
     it fails or decodes fewer frames than the header promises (a cut file): libsndfile then
     reads the file and reports its problem as before.
+
+    The samples are this thread's decode buffer, overwritten by the next call: copy what must
+    outlive it.
     """
+    ffi, lib = miniaudio.ffi, miniaudio.lib
+    if sys.platform == "win32":
+        flac = lib.ma_dr_flac_open_file_w(str(path), ffi.NULL)
+    else:
+        flac = lib.ma_dr_flac_open_file(os.fsencode(path), ffi.NULL)
+    if not flac:
+        return None
     try:
-        header = miniaudio.flac_get_file_info(str(path))
-        decoded = miniaudio.flac_read_file_f32(str(path))
-    except Exception:  # miniaudio raises several types; libsndfile gives the clear message
+        frames, channels, rate = flac.totalPCMFrameCount, flac.channels, flac.sampleRate
+        samples = _decode_buffer(frames * channels)
+        read = lib.ma_dr_flac_read_pcm_frames_f32(flac, frames, ffi.cast("float *", ffi.from_buffer(samples)))
+    except MemoryError:  # a header claiming more audio than fits: libsndfile's turn
         return None
-    samples = np.frombuffer(decoded.samples, np.float32)
-    channels = decoded.nchannels
-    if not samples.size or channels < 1 or samples.size != header.num_frames * channels:
+    finally:
+        lib.ma_dr_flac_close(flac)
+    if not frames or channels < 1 or read != frames:
         return None
-    return (samples if channels == 1 else samples.reshape(-1, channels)), int(decoded.sample_rate)
+    return (samples if channels == 1 else samples.reshape(-1, channels)), int(rate)
 
 
 def read_float32(f: sf.SoundFile, frames: int = -1) -> np.ndarray:
@@ -93,13 +125,16 @@ def read_float32(f: sf.SoundFile, frames: int = -1) -> np.ndarray:
 
 
 def _mono_at_rate(data: np.ndarray, rate: int, sample_rate: int, channel: str | int,
-                  finite: bool = False) -> np.ndarray:
-    """``finite``: decoded from integer samples, so no NaN or infinity to clean."""
+                  finite: bool = False, borrowed: bool = False) -> np.ndarray:
+    """``finite``: decoded from integer samples, so no NaN or infinity to clean. ``borrowed``:
+    ``data`` is a reused buffer, so the result must not share its memory."""
     signal = to_mono(data, channel)
     if not finite and not np.isfinite(signal).all():
         signal = np.nan_to_num(signal, nan=0.0, posinf=0.0, neginf=0.0)
     if rate != sample_rate:
         signal = soxr.resample(signal, rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
+    elif borrowed and np.shares_memory(signal, data):
+        signal = signal.copy()
     return np.ascontiguousarray(signal, dtype=np.float32)
 
 

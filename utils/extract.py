@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from utils.audio import AudioError, audio_info, load_audio, load_span, resampled_length
 from utils.gating import signal_fraction
-from utils.spectrogram import SpecParams, chunk_images, chunk_starts, split_chunks, to_uint8
+from utils.spectrogram import (SpecParams, chunk_images, chunk_starts, fastest_fft_for, split_chunks,
+                               to_uint8)
 
 if TYPE_CHECKING:
     from utils.store import Store
@@ -28,22 +29,26 @@ log = logging.getLogger("bioacoustics")
 
 
 def file_images(path: str | Path, params: SpecParams, pad_short: bool = False,
-                shifts: tuple[float, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+                shifts: tuple[float, ...] = (), fft: str | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """All chunk images of one file (float32 in [0, 1]) and their start times in seconds.
 
     ``shifts`` (seconds) add the chunks of the grid moved by each offset (test-time augmentation);
-    an offset that leaves less than one chunk of audio adds nothing.
+    an offset that leaves less than one chunk of audio adds nothing. ``fft``: see
+    :func:`chunk_images`.
     """
     signal = _emphasise(load_audio(path, params.sample_rate, params.channel), params)
     chunks, starts = split_chunks(signal, params, pad_short=pad_short)
-    images, all_starts = [chunk_images(chunks, params)], [starts]
+    images, all_starts = [chunk_images(chunks, params, fft)], [starts]
     for shift in shifts:
         offset = int(round(shift * params.sample_rate))
         if offset <= 0 or len(signal) - offset < params.chunk_samples:
             continue
         chunks, starts = split_chunks(signal[offset:], params)
-        images.append(chunk_images(chunks, params))
+        images.append(chunk_images(chunks, params, fft))
         all_starts.append(starts + offset / params.sample_rate)
+    if len(images) == 1:  # no shifts: the arrays as they are, without a copy of every image
+        return images[0], all_starts[0]
     return np.concatenate(images), np.concatenate(all_starts)
 
 
@@ -71,8 +76,8 @@ def resampled_samples(path: str | Path, sample_rate: int) -> int:
     return resampled_length(int(round(duration * rate)), rate, sample_rate)
 
 
-def segment_images(path: str | Path, params: SpecParams, first: int, count: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def segment_images(path: str | Path, params: SpecParams, first: int, count: int,
+                   fft: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Images of chunks ``first .. first+count-1`` of a file, decoding only the audio they cover.
 
     The same images as :func:`file_images` gives for those chunks (to float rounding), with memory
@@ -88,7 +93,7 @@ def segment_images(path: str | Path, params: SpecParams, first: int, count: int
     signal = np.pad(signal, (0, max(0, end - begin - context - len(signal))))
     windows = np.lib.stride_tricks.sliding_window_view(signal, params.chunk_samples)
     chunks = windows[starts - starts[0]]
-    return chunk_images(chunks, params), starts / params.sample_rate
+    return chunk_images(chunks, params, fft), starts / params.sample_rate
 
 
 @dataclass(frozen=True)
@@ -137,13 +142,13 @@ def plan_jobs(jobs: Iterable[Job], params: SpecParams, durations: dict[str, floa
     return planned
 
 
-def _process(job: Job, params: SpecParams) -> dict:
+def _process(job: Job, params: SpecParams, fft: str | None = None) -> dict:
     cv2.setNumThreads(1)  # parallelism comes from worker processes; OpenCV threads would compete
     try:
         if job.chunk_count:
-            images, starts = segment_images(job.path, params, job.first_chunk, job.chunk_count)
+            images, starts = segment_images(job.path, params, job.first_chunk, job.chunk_count, fft)
         else:
-            images, starts = file_images(job.path, params)
+            images, starts = file_images(job.path, params, fft=fft)
     except AudioError as exc:
         return {"job": job, "status": "error", "detail": exc.reason}
     except MemoryError:
@@ -304,7 +309,11 @@ def extract_to_store(jobs: Iterable[Job], params: SpecParams, store_root: str | 
         log.info("resuming: %d of %d recordings already in the store", len(jobs) - len(todo), len(jobs))
     counts = {"ok": 0, "too_short": 0, "error": 0, "signal_chunks": 0, "noise_chunks": 0}
     problems, failed = [], set()
-    results = map_jobs(_process, todo, worker_count(workers), params, pool=pool)
+    # One FFT library for the whole store, whichever process or machine computes a chunk, and
+    # again when a killed run resumes: the libraries differ by float rounding, which can move a
+    # pixel by one step of 255, and a store should not depend on which process was faster.
+    fft = writer.pinned("fft", lambda: fastest_fft_for(params))
+    results = map_jobs(_process, todo, worker_count(workers), params, fft, pool=pool)
     for result in tqdm(results, total=len(todo), desc="spectrograms", unit="job"):
         job = result["job"]
         if job.recording in failed:  # an earlier segment failed: the recording is closed

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -226,20 +227,45 @@ def _ducc0_rfft(frames: np.ndarray, out: np.ndarray) -> np.ndarray:
     return ducc0.fft.r2c(frames, axes=(1,), out=out, nthreads=1)
 
 
+def _private_pocketfft_r2c():
+    """scipy's own pocketfft binding, which writes into a given array and skips scipy.fft's
+    dispatch (8% of the FFT's time), or None where a scipy release moved or changed it."""
+    try:
+        from scipy.fft._pocketfft.pypocketfft import r2c
+        probe, out = np.arange(8, dtype=np.float32)[None], np.empty((1, 5), np.complex64)
+        if r2c(probe, (1,), True, 0, out, 1) is out and np.allclose(out, np.fft.rfft(probe)):
+            return r2c
+    except Exception:  # private API: anything unexpected means the public function
+        pass
+    return None
+
+
+_pocketfft_r2c = _private_pocketfft_r2c()
+
+
 def _scipy_rfft(frames: np.ndarray, out: np.ndarray) -> np.ndarray:
-    return scipy.fft.rfft(frames, axis=1, workers=1)  # float32 in, complex64 out; no out= argument
+    if _pocketfft_r2c is None:  # float32 in, complex64 out, into an array of its own
+        return scipy.fft.rfft(frames, axis=1, workers=1)
+    return _pocketfft_r2c(frames, (1,), True, 0, out, 1)
 
 
 RFFTS = {"ducc0": _ducc0_rfft, "scipy": _scipy_rfft}
 
 
+# How much faster than scipy's FFT ducc0's must time to be used instead. Where the two are near a
+# tie, the timing of each process could pick either, and their float rounding differs (enough to
+# move an 8-bit pixel by a step): processes then disagree for a gain of a few percent. Hosts seen
+# so far differ either way by 1.3-1.45x, or tie.
+CLEAR_WIN = 1.25
+
+
 @functools.lru_cache(maxsize=8)
 def fastest_rfft(n_fft: int, rows: int, hop: int) -> str:
-    """The faster single-threaded float32 real FFT of ``rows`` frames of ``n_fft`` samples, ``hop``
-    apart in one signal, on this CPU, timed once per process (as FFTW's planner does). Which one
-    wins depends on the machine: ducc0's was 1.4x scipy's on one AMD host and scipy's 1.45x
-    ducc0's on another (BENCHMARKS.md). Both agree to float32 rounding, far inside what an 8-bit
-    image shows."""
+    """The single-threaded float32 real FFT to use for ``rows`` frames of ``n_fft`` samples,
+    ``hop`` apart in one signal, on this CPU, timed once per process (as FFTW's planner does):
+    scipy's, unless ducc0's is CLEAR_WIN times faster. Which one wins depends on the machine:
+    ducc0's was 1.4x scipy's on one AMD host and scipy's 1.45x ducc0's on another (BENCHMARKS.md).
+    Both agree to float32 rounding, far inside what an 8-bit image shows."""
     signal = np.random.default_rng(0).standard_normal((rows - 1) * hop + n_fft).astype(np.float32)
     frames = frames_view(signal, n_fft, hop)
     out = np.empty((rows, n_fft // 2 + 1), np.complex64)
@@ -249,18 +275,29 @@ def fastest_rfft(n_fft: int, rows: int, hop: int) -> str:
             started = time.perf_counter()
             rfft(frames, out)
             best[name] = min(best[name], time.perf_counter() - started)
-    return min(best, key=best.get)
+    return "ducc0" if best["ducc0"] * CLEAR_WIN < best["scipy"] else "scipy"
+
+
+def fft_group(params: SpecParams) -> tuple[int, int]:
+    """(frames an image takes, frames per FFT call) for ``params``."""
+    frames = min(params.width, 1 + params.chunk_samples // params.hop_length)
+    return frames, min(frames, max(1, FFT_GROUP_SAMPLES // params.n_fft))
+
+
+def fastest_fft_for(params: SpecParams) -> str:
+    """The FFT (a key of RFFTS) this process runs fastest for ``params``' frames."""
+    return fastest_rfft(params.n_fft, fft_group(params)[1], params.hop_length)
 
 
 class _Scratch:
-    """Work buffers reused for every chunk of one call: allocating and zero-filling them per
-    chunk took about a tenth of an image's time."""
+    """Work buffers reused for every chunk, and from file to file (:func:`_scratch_for`):
+    allocating them per chunk took about a tenth of an image's time, and fresh ones per file
+    cost the kernel's page faults (with the decoder's, a sixth of extraction's time)."""
 
-    def __init__(self, params: SpecParams):
+    def __init__(self, params: SpecParams, fft: str | None = None):
         fb, self.lo, self.hi = band_filterbank(params)
         self.fb, self.n_fft, self.hop = fb, params.n_fft, params.hop_length
-        self.frames = min(params.width, 1 + params.chunk_samples // self.hop)
-        self.group = min(self.frames, max(1, FFT_GROUP_SAMPLES // self.n_fft))
+        self.frames, self.group = fft_group(params)
         self.padded = np.zeros(params.chunk_samples + 2 * (self.n_fft // 2), np.float32)
         self.framed = frames_view(self.padded, self.n_fft, self.hop)[:self.frames]
         self.spectrum = np.empty((self.group, self.n_fft // 2 + 1), np.complex64)
@@ -272,7 +309,8 @@ class _Scratch:
         self.real, self.imag = (np.empty((self.group, bins), np.float32) for _ in range(2))
         self.magnitude = np.empty((self.frames, bins), np.float32)
         self.by_bin = np.empty((bins, self.frames), np.float32)
-        self.rfft = RFFTS[fastest_rfft(self.n_fft, self.group, self.hop)]
+        self.bands = np.empty((params.height, params.width), np.float32)
+        self.rfft = RFFTS[fft or fastest_fft_for(params)]
 
     def band_with_neighbours(self, spectrum: np.ndarray) -> np.ndarray:
         """Bins lo - 1 .. hi of ``spectrum``: a view, or a copy with the mirrored bins of a real
@@ -284,6 +322,17 @@ class _Scratch:
         edged[:, 0] = spectrum[:, self.lo - 1] if self.lo > 0 else np.conj(spectrum[:, 1])
         edged[:, -1] = spectrum[:, self.hi] if self.hi <= last else np.conj(spectrum[:, last - 1])
         return edged
+
+
+_thread_scratch = threading.local()
+
+
+def _scratch_for(params: SpecParams, fft: str | None = None) -> _Scratch:
+    """This thread's work buffers for ``params`` (and FFT), kept until others come along."""
+    held = getattr(_thread_scratch, "held", None)
+    if held is None or held[0] != (params, fft):
+        held = _thread_scratch.held = ((params, fft), _Scratch(params, fft))
+    return held[1]
 
 
 def _chunk_bands(chunk: np.ndarray, scratch: _Scratch, power: int, out: np.ndarray) -> None:
@@ -309,15 +358,17 @@ def _chunk_bands(chunk: np.ndarray, scratch: _Scratch, power: int, out: np.ndarr
     out[:, s.frames:] = 0.0
 
 
-def band_magnitudes(block: np.ndarray, params: SpecParams, power: int = 1) -> np.ndarray:
+def band_magnitudes(block: np.ndarray, params: SpecParams, power: int = 1,
+                    fft: str | None = None) -> np.ndarray:
     """(b, chunk_samples) -> (b, height, width) filterbank magnitudes (power 1) or energies
     (power 2), low frequencies first; frames past the chunk's last one stay 0.
 
     Equivalent to librosa.stft(center=True, pad_mode="constant") per chunk followed by the
     filterbank, but only the ``width`` frames and the band's bins that the image uses are
-    computed, in single precision (by the faster of ducc0's and scipy's FFT on this CPU).
+    computed, in single precision (by ``fft``, a key of RFFTS, or else the one
+    :func:`fastest_rfft` picks on this CPU).
     """
-    scratch = _Scratch(params)
+    scratch = _scratch_for(params, fft)
     out = np.zeros((len(block), params.height, params.width), np.float32)
     for chunk, bands in zip(block, out):
         _chunk_bands(chunk, scratch, power, bands)
@@ -364,10 +415,15 @@ def scale_to_image(bands: np.ndarray, params: SpecParams, out: np.ndarray | None
     return cv2.flip(values, 0, dst=out)
 
 
-def chunk_images(chunks: np.ndarray, params: SpecParams) -> np.ndarray:
-    """(n, chunk_samples) float chunks -> (n, height, width) float32 images in [0, 1]."""
-    scratch, power = _Scratch(params), 2 if params.amplitude == "log_power" else 1
-    bands = np.empty((params.height, params.width), np.float32)
+def chunk_images(chunks: np.ndarray, params: SpecParams, fft: str | None = None) -> np.ndarray:
+    """(n, chunk_samples) float chunks -> (n, height, width) float32 images in [0, 1].
+
+    ``fft`` (a key of RFFTS) fixes the FFT library; by default this process's fastest. The two
+    agree to float rounding, which can still move a pixel of an 8-bit image by one step, so a
+    store is written with one (see :func:`utils.extract.extract_to_store`).
+    """
+    scratch, power = _scratch_for(params, fft), 2 if params.amplitude == "log_power" else 1
+    bands = scratch.bands
     out = np.empty((len(chunks), params.height, params.width), np.float32)
     for chunk, image in zip(chunks, out):  # one chunk at a time: its arrays stay in cache
         _chunk_bands(chunk, scratch, power, bands)

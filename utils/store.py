@@ -3,6 +3,7 @@
 Layout of one store (a folder named after its settings fingerprint)::
 
     settings.json          spectrogram + gating settings the store was written with
+    pinned.json            choices made once for the store's life, such as the FFT library
     shards/00000.npy       (n, height, width) uint8 images
     shards/00000.csv       one row per image: recording, label, split, start, s2n, noise
     shards/00000.done.json recordings completed in this shard (the commit marker, written last)
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -58,6 +59,16 @@ class StoreWriter:
             atomic_write_json(settings_file, self.settings)
         self.completed = committed_recordings(self.root)
         self._next_shard = _remove_uncommitted(self.root)
+
+    def pinned(self, name: str, choose: Callable[[], Any]) -> Any:
+        """The value recorded under ``name`` for this store, or ``choose()``, recorded now: a
+        choice that must not change when a killed run resumes, perhaps on another machine."""
+        path = self.root / "pinned.json"
+        pinned = read_json(path) if path.exists() else {}
+        if name not in pinned:
+            pinned[name] = choose()
+            atomic_write_json(path, pinned)
+        return pinned[name]
 
     @property
     def buffered(self) -> int:
