@@ -46,3 +46,21 @@ def trained(tmp_path_factory, tiny_raw):
     steps.spec_step(s)
     steps.train_step(s)
     return s
+
+
+def count_fft_calls(monkeypatch, fastest: str | None = None) -> dict[str, int]:
+    """Count the calls of each FFT library from now on, in fresh work buffers (they hold the FFT
+    chosen when they were made); with ``fastest``, make that the one this process's timing picks."""
+    import threading
+
+    from utils import spectrogram
+    calls = dict.fromkeys(spectrogram.RFFTS, 0)
+    for name, real in list(spectrogram.RFFTS.items()):
+        def counted(frames, out, name=name, real=real):
+            calls[name] += 1
+            return real(frames, out)
+        monkeypatch.setitem(spectrogram.RFFTS, name, counted)
+    if fastest:
+        monkeypatch.setattr(spectrogram, "fastest_rfft", lambda *shape: fastest)
+    monkeypatch.setattr(spectrogram, "_thread_scratch", threading.local())
+    return calls

@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import count_fft_calls
 from utils.gating import mostly_noise_recordings, signal_fraction
 from utils.spectrogram import SpecParams, band_filterbank, chunk_images, row_frequencies, split_chunks
 
@@ -171,7 +172,7 @@ def test_band_magnitudes_match_librosa_chunk_after_chunk(n_fft, power, rfft, mon
     filterbank, and a silent chunk after a loud one gets nothing of it, whichever FFT this CPU
     runs faster."""
     from utils.spectrogram import FFT_GROUP_SAMPLES, band_magnitudes
-    calls = use_only_fft(rfft, monkeypatch)
+    calls = count_fft_calls(monkeypatch, fastest=rfft)
     params = SpecParams(sample_rate=22050, n_fft=n_fft, fmin=100.0, fmax=8000.0, height=64, width=256)
     if n_fft == 4096:  # this case must split each chunk's frames over several FFT calls
         assert FFT_GROUP_SAMPLES // n_fft < params.width
@@ -184,24 +185,7 @@ def test_band_magnitudes_match_librosa_chunk_after_chunk(n_fft, power, rfft, mon
         ref = (fb @ np.abs(stft) ** power)[:, :256]
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * max(ref.max(), 1.0))
     assert bands.shape == (3, 64, 256) and (bands[0] > 0).all() and (bands[1] == 0).all()
-    assert calls[0] >= 3 * (n_fft // 1024)  # every chunk went through the FFT under test
-
-
-def use_only_fft(name, monkeypatch):
-    """Make ``name`` this process's FFT (as if the timing had chosen it), with fresh work buffers
-    (they hold the FFT chosen when they were made), and count its calls."""
-    import threading
-
-    from utils import spectrogram
-    calls, real = [0], spectrogram.RFFTS[name]
-
-    def counted(frames, out):
-        calls[0] += 1
-        return real(frames, out)
-    monkeypatch.setattr(spectrogram, "fastest_rfft", lambda *shape: name)
-    monkeypatch.setitem(spectrogram.RFFTS, name, counted)
-    monkeypatch.setattr(spectrogram, "_thread_scratch", threading.local())
-    return calls
+    assert calls[rfft] >= 3 * (n_fft // 1024) and sum(calls.values()) == calls[rfft]  # only it
 
 
 @pytest.mark.parametrize("rfft", ["ducc0", "scipy"])
@@ -211,7 +195,7 @@ def test_bands_on_the_0_hz_and_nyquist_bins_match_librosa(rfft, monkeypatch):
     narrower than a bin take the nearest one, which here is bin 0 at the bottom and the Nyquist
     bin at the top."""
     from utils.spectrogram import band_edges, band_filterbank, band_magnitudes, linear_filterbank
-    calls = use_only_fft(rfft, monkeypatch)
+    calls = count_fft_calls(monkeypatch, fastest=rfft)
     params = SpecParams(sample_rate=22050, spec_type="linear", n_fft=64, fmin=0.0, fmax=11025.0,
                         height=64, width=256)
     _, lo, hi = band_filterbank(params)
@@ -221,7 +205,7 @@ def test_bands_on_the_0_hz_and_nyquist_bins_match_librosa(rfft, monkeypatch):
     stft = librosa.stft(chunk[0], n_fft=64, hop_length=params.hop_length, pad_mode="constant")
     ref = (fb @ np.abs(stft))[:, :256]
     np.testing.assert_allclose(band_magnitudes(chunk, params)[0], ref, rtol=1e-4, atol=1e-5 * ref.max())
-    assert calls[0] >= 1
+    assert calls[rfft] >= 1 and sum(calls.values()) == calls[rfft]
 
 
 def test_scipys_fft_gives_the_same_spectrum_with_or_without_its_private_binding(monkeypatch):

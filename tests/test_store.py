@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from tests.conftest import count_fft_calls
 from utils.store import Store, StoreError, StoreWriter, committed_recordings
 
 
@@ -92,21 +93,14 @@ def test_extraction_computes_every_chunk_with_the_stores_pinned_fft(tmp_path, mo
     library is faster, and a new store records the fastest."""
     import json
 
-    from utils import spectrogram
     from utils.audio import write_audio
     from utils.extract import Job, extract_to_store
-    from utils.spectrogram import RFFTS, SpecParams
+    from utils.spectrogram import SpecParams
     params = SpecParams(sample_rate=16000, fmin=200.0, fmax=7800.0, n_fft=512, height=32, width=64)
     rng = np.random.default_rng(8)
     write_audio(tmp_path / "a.wav", rng.uniform(-0.5, 0.5, 48000).astype(np.float32), 16000)
     jobs = [Job("a", str(tmp_path / "a.wav"), "x", "train")]
-    calls = {name: 0 for name in RFFTS}
-    for name, real in list(RFFTS.items()):
-        def counted(frames, out, name=name, real=real):
-            calls[name] += 1
-            return real(frames, out)
-        monkeypatch.setitem(RFFTS, name, counted)
-    monkeypatch.setattr(spectrogram, "fastest_rfft", lambda *shape: "scipy")
+    calls = count_fft_calls(monkeypatch, fastest="scipy")
     (tmp_path / "pinned").mkdir()
     (tmp_path / "pinned" / "pinned.json").write_text(json.dumps({"fft": "ducc0"}))
     extract_to_store(jobs, params, tmp_path / "pinned", workers=1)  # in this process
