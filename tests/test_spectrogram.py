@@ -246,7 +246,10 @@ def test_work_buffers_follow_the_settings_and_stay_with_their_thread():
         return all(np.array_equal(chunk_images(chunks, p), expected[p]) for _ in range(20))
     with cf.ThreadPoolExecutor(2) as pool:
         assert all(pool.map(repeatedly, [mel, linear]))
-    assert spectrogram._thread_scratch.held[0] == (mel, None)  # this thread kept the last it used
+    kept = spectrogram._thread_scratch.held
+    assert kept[0][0] == mel  # this thread kept the last settings it used
+    chunk_images(chunks, mel, fft=spectrogram.fastest_fft_for(mel))  # naming the default FFT
+    assert spectrogram._thread_scratch.held is kept  # reuses those buffers
 
 
 def test_db_with_a_fixed_range_maps_db_below_the_peak():

@@ -50,8 +50,9 @@ def load_audio(path: str | Path, sample_rate: int, channel: str | int = "mean") 
     """Decode a whole file to float32 mono at ``sample_rate`` (soxr resampling)."""
     decoded = read_flac(path) if str(path).lower().endswith(".flac") else None
     if decoded is not None:
-        data, rate = decoded
-        return _mono_at_rate(data, rate, sample_rate, channel, finite=True, borrowed=True)
+        data, rate = decoded  # the thread's decode buffer: what is returned must not share it
+        signal = _mono_at_rate(data, rate, sample_rate, channel, finite=True)
+        return signal.copy() if np.shares_memory(signal, data) else signal
     try:
         with sf.SoundFile(str(path)) as f:
             rate, data, integer = f.samplerate, read_float32(f), f.subtype.startswith("PCM")
@@ -125,16 +126,13 @@ def read_float32(f: sf.SoundFile, frames: int = -1) -> np.ndarray:
 
 
 def _mono_at_rate(data: np.ndarray, rate: int, sample_rate: int, channel: str | int,
-                  finite: bool = False, borrowed: bool = False) -> np.ndarray:
-    """``finite``: decoded from integer samples, so no NaN or infinity to clean. ``borrowed``:
-    ``data`` is a reused buffer, so the result must not share its memory."""
+                  finite: bool = False) -> np.ndarray:
+    """``finite``: decoded from integer samples, so no NaN or infinity to clean."""
     signal = to_mono(data, channel)
     if not finite and not np.isfinite(signal).all():
         signal = np.nan_to_num(signal, nan=0.0, posinf=0.0, neginf=0.0)
     if rate != sample_rate:
         signal = soxr.resample(signal, rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
-    elif borrowed and np.shares_memory(signal, data):
-        signal = signal.copy()
     return np.ascontiguousarray(signal, dtype=np.float32)
 
 

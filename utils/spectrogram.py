@@ -285,7 +285,7 @@ def fft_group(params: SpecParams) -> tuple[int, int]:
 
 
 def fastest_fft_for(params: SpecParams) -> str:
-    """The FFT (a key of RFFTS) this process runs fastest for ``params``' frames."""
+    """The FFT (a key of RFFTS) :func:`fastest_rfft` picks in this process for ``params``' frames."""
     return fastest_rfft(params.n_fft, fft_group(params)[1], params.hop_length)
 
 
@@ -294,7 +294,7 @@ class _Scratch:
     allocating them per chunk took about a tenth of an image's time, and fresh ones per file
     cost the kernel's page faults (with the decoder's, a sixth of extraction's time)."""
 
-    def __init__(self, params: SpecParams, fft: str | None = None):
+    def __init__(self, params: SpecParams, fft: str):
         fb, self.lo, self.hi = band_filterbank(params)
         self.fb, self.n_fft, self.hop = fb, params.n_fft, params.hop_length
         self.frames, self.group = fft_group(params)
@@ -310,7 +310,7 @@ class _Scratch:
         self.magnitude = np.empty((self.frames, bins), np.float32)
         self.by_bin = np.empty((bins, self.frames), np.float32)
         self.bands = np.empty((params.height, params.width), np.float32)
-        self.rfft = RFFTS[fft or fastest_fft_for(params)]
+        self.rfft = RFFTS[fft]
 
     def band_with_neighbours(self, spectrum: np.ndarray) -> np.ndarray:
         """Bins lo - 1 .. hi of ``spectrum``: a view, or a copy with the mirrored bins of a real
@@ -328,7 +328,9 @@ _thread_scratch = threading.local()
 
 
 def _scratch_for(params: SpecParams, fft: str | None = None) -> _Scratch:
-    """This thread's work buffers for ``params`` (and FFT), kept until others come along."""
+    """This thread's work buffers for ``params`` and ``fft`` (default: :func:`fastest_fft_for`),
+    kept until others come along."""
+    fft = fft or fastest_fft_for(params)  # resolved first: None and its choice share buffers
     held = getattr(_thread_scratch, "held", None)
     if held is None or held[0] != (params, fft):
         held = _thread_scratch.held = ((params, fft), _Scratch(params, fft))
@@ -358,17 +360,15 @@ def _chunk_bands(chunk: np.ndarray, scratch: _Scratch, power: int, out: np.ndarr
     out[:, s.frames:] = 0.0
 
 
-def band_magnitudes(block: np.ndarray, params: SpecParams, power: int = 1,
-                    fft: str | None = None) -> np.ndarray:
+def band_magnitudes(block: np.ndarray, params: SpecParams, power: int = 1) -> np.ndarray:
     """(b, chunk_samples) -> (b, height, width) filterbank magnitudes (power 1) or energies
     (power 2), low frequencies first; frames past the chunk's last one stay 0.
 
     Equivalent to librosa.stft(center=True, pad_mode="constant") per chunk followed by the
     filterbank, but only the ``width`` frames and the band's bins that the image uses are
-    computed, in single precision (by ``fft``, a key of RFFTS, or else the one
-    :func:`fastest_rfft` picks on this CPU).
+    computed, in single precision (by the FFT :func:`fastest_rfft` picks on this CPU).
     """
-    scratch = _scratch_for(params, fft)
+    scratch = _scratch_for(params)
     out = np.zeros((len(block), params.height, params.width), np.float32)
     for chunk, bands in zip(block, out):
         _chunk_bands(chunk, scratch, power, bands)
