@@ -91,8 +91,9 @@ DATA_PARALLEL = True                         # JAX: split batches over all accel
 BATCH_SIZE = 32                              # chunks per training step
 OPTIMIZER: Literal["adam", "adamw", "sgd", "nesterov"] = "adamw"  # sgd/nesterov use momentum 0.9
 LEARNING_RATE = 0.001                        # learning rate at the start (after warm-up)
-LEARNING_RATE_END = 0.0                      # learning rate the schedule ends at (linear, cosine, step-N)
-LR_SCHEDULE = "cosine"                       # constant, linear, cosine, root, or step-N (a drop every N epochs)
+LEARNING_RATE_END = 0.0                      # learning rate the schedule ends at (linear, cosine[-N], step-N)
+LR_SCHEDULE = "cosine"                       # constant, linear, cosine, root, step-N (a drop every N epochs),
+                                             # or cosine-N (a cosine every N epochs, restarting high)
 WARMUP_EPOCHS = 1.0                          # linear warm-up from 0 over this many epochs; 0 = none
 WEIGHT_DECAY = 0.0001                        # decoupled weight decay (any optimizer); 0 = none
                                              # (each step shrinks weights by WEIGHT_DECAY x learning rate)

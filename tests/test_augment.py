@@ -146,3 +146,25 @@ def test_eq_is_a_smooth_gain_per_row_that_keeps_floor_and_peak():
     assert (per_row.std(axis=1) > 0.01).all()  # a curve over frequency, not one offset
     assert np.abs(np.diff(per_row, axis=1)).max() <= 2 * 0.2 / (39 / 4) + 1e-6  # no jumps between rows
     assert np.allclose(xa.max(axis=(1, 2, 3)), 0.5) and (np.abs(per_row) <= 0.4 + 1e-6).all()
+
+
+def test_mixstyle_gives_each_row_a_mix_of_two_samples_mean_and_spread():
+    rng = np.random.default_rng(4)
+    x = np.zeros((6, 20, 40, 1), np.float32)
+    for i in range(6):  # a level per sample and row, a pattern over time that is each sample's own
+        x[i] = 0.35 + 0.3 * rng.random((20, 1, 1)) + 0.01 * rng.standard_normal((20, 40, 1)) * (1 + i)
+    assert 0 < x.min() and x.max() < 1  # nothing clipped, before or after
+    xa, _ = Augmenter({"mixstyle": 0.3}, probability=1.0, max_count=1, seed=2)(x, np.eye(6, dtype=np.float32))
+    mean, spread = x.mean(axis=2)[..., 0], x.std(axis=2)[..., 0]
+    new_mean, new_spread = xa.mean(axis=2)[..., 0], xa.std(axis=2)[..., 0]
+    for i in range(6):
+        # the new statistics lie between this sample's and one other sample's, the same partner and
+        # the same weight for every row
+        lam = [(new_mean[i] - mean[j]) / np.where(mean[i] == mean[j], 1, mean[i] - mean[j]) for j in range(6)]
+        fits = [j for j in range(6) if np.allclose(new_mean[i], lam[j][0] * mean[i] + (1 - lam[j][0]) * mean[j],
+                                                   atol=1e-4) and np.allclose(new_spread[i], lam[j][0] * spread[i]
+                                                   + (1 - lam[j][0]) * spread[j], atol=1e-3)]
+        assert fits, f"sample {i}: rows are not a mix of two samples' statistics"
+        # each row's pattern over time is kept, only its level and scale change
+        assert all(np.corrcoef(x[i, row, :, 0], xa[i, row, :, 0])[0, 1] > 0.999 for row in range(20))
+    assert not np.allclose(xa, x, atol=1e-3) and 0 < xa.min() and xa.max() < 1

@@ -30,6 +30,16 @@ def test_schedules_by_hand(kind, expected):
     assert [rate(schedule, e) for e in (0, 5, 9)] == pytest.approx(expected, rel=1e-4)
 
 
+def test_cosine_restarts_end_each_cycle_low_and_start_again_high():
+    schedule = EpochSchedule("cosine-4", 1e-3, 1e-5, epochs=12, steps_per_epoch=10)
+    halfway = 1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + np.cos(np.pi * 2 / 3))
+    for first in (0, 4, 8):  # three cycles of four epochs: 0-3, 4-7, 8-11
+        assert [rate(schedule, first + e) for e in (0, 2, 3)] == pytest.approx([1e-3, halfway, 1e-5], rel=1e-4)
+    assert rate(schedule, 3.5) == pytest.approx(1e-5)  # the whole last epoch of a cycle stays low
+    with pytest.raises(ValueError, match="LR_SCHEDULE"):
+        EpochSchedule("cosine-0", 1e-3, 0.0, 10, 10)
+
+
 def test_warmup_rises_linearly_then_hands_over():
     schedule = EpochSchedule("constant", 1e-3, 0.0, epochs=10, steps_per_epoch=10, warmup_epochs=2)
     assert float(keras.ops.convert_to_numpy(schedule(0))) == pytest.approx(1e-3 / 20)

@@ -26,6 +26,8 @@ AUGMENTATIONS = {
     "time_mask": "widest SpecAugment time mask, as a share of the width",
     "freq_mask": "widest SpecAugment frequency mask, as a share of the height",
     "mixup": "Beta(a, a) parameter of the mixing weight (images and targets mixed)",
+    "mixstyle": "Beta(a, a) parameter of the weight that mixes each row's mean and spread over time with "
+                "another sample's (Freq-MixStyle: another recorder or site, same song)",
     "eq": "largest gain of a random smooth frequency response (image units: 0.1 = 8 dB of an 80-dB range)",
     "brightness": "largest value added or subtracted",
     "multiply": "largest relative gain change",
@@ -139,6 +141,19 @@ class Augmenter:
         peak_change = ops.max(shifted, axis=(1, 2, 3), keepdims=True) - ops.max(x, axis=(1, 2, 3), keepdims=True)
         return ops.where(x > 0, ops.clip(shifted - peak_change, 0, 1), x)
 
+    def _mix_style(self, x, alpha):
+        """Freq-MixStyle (Kim et al. 2022, DCASE device generalisation): each row is standardised
+        over time, then given a mean and spread mixed with those of the same row in another sample
+        of the batch. What a recorder, distance or site does to the spectrum moves between samples;
+        the song's shape in time stays."""
+        mean = ops.mean(x, axis=(2, 3), keepdims=True)
+        spread = ops.sqrt(ops.var(x, axis=(2, 3), keepdims=True) + 1e-6)
+        order = self._rng.permutation(len(x))
+        lam = ops.convert_to_tensor(self._rng.beta(alpha, alpha, (len(x), 1, 1, 1)).astype("float32"))
+        mixed_mean = lam * mean + (1.0 - lam) * ops.take(mean, order, axis=0)
+        mixed_spread = lam * spread + (1.0 - lam) * ops.take(spread, order, axis=0)
+        return ops.clip((x - mean) / spread * mixed_spread + mixed_mean, 0, 1)
+
     def _blur(self, x, strength, noise):
         kernel = ops.ones((3, 3, 1, 1), dtype="float32") / 9.0
         return ops.conv(x, kernel, strides=1, padding="same")
@@ -179,6 +194,7 @@ class Augmenter:
         "time_mask": lambda self, x, s, n: self._band_mask(x, s, 2),
         "freq_mask": lambda self, x, s, n: self._band_mask(x, s, 1),
         "eq": lambda self, x, s, n: self._equalise(x, s),
+        "mixstyle": lambda self, x, s, n: self._mix_style(x, s),
         "brightness": lambda self, x, s, n: ops.clip(x + self._uniform((len(x), 1, 1, 1), -s, s), 0, 1),
         "multiply": lambda self, x, s, n: ops.clip(x * self._uniform((len(x), 1, 1, 1), 1 - s, 1 + s), 0, 1),
         "blur": lambda self, x, s, n: self._blur(x, s, n),

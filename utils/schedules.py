@@ -1,5 +1,6 @@
-"""Learning-rate schedules of the 2018 baseline (constant, linear, cosine, root, step-N), with a
-linear warm-up, as one serialisable Keras schedule written with keras.ops."""
+"""Learning-rate schedules of the 2018 baseline (constant, linear, cosine, root, step-N), cosine
+with warm restarts (cosine-N), and a linear warm-up, as one serialisable Keras schedule written with
+keras.ops."""
 from __future__ import annotations
 
 import math
@@ -8,12 +9,13 @@ import re
 import keras
 from keras import ops
 
-SCHEDULE_PATTERN = re.compile(r"^(constant|linear|cosine|root|step-[1-9][0-9]*)$")
+SCHEDULE_PATTERN = re.compile(r"^(constant|linear|cosine|root|(step|cosine)-[1-9][0-9]*)$")
 
 
 def check_schedule(name: str) -> str:
     if not SCHEDULE_PATTERN.match(name):
-        raise ValueError(f"LR_SCHEDULE {name!r} is not one of constant, linear, cosine, root, step-N")
+        raise ValueError(f"LR_SCHEDULE {name!r} is not one of constant, linear, cosine, root, step-N, "
+                         "cosine-N")
     return name
 
 
@@ -26,6 +28,9 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
     - cosine: half a cosine from ``start`` to ``end``
     - root: ``start / sqrt(epoch)``, epochs counted from 1
     - step-N: a drop every N epochs, in equal steps from ``start`` to ``end``
+    - cosine-N: the cosine over each cycle of N epochs, back to ``start`` at each new cycle
+      (SGDR, Loshchilov & Hutter 2017): every cycle ends in a minimum worth a snapshot, so
+      snapshots every N epochs make an ensemble from one run (Huang et al. 2017)
     The first ``warmup_epochs`` rise linearly from 0 to the schedule's value.
     """
 
@@ -44,6 +49,10 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
             rate = self.start + (self.end - self.start) * progress
         elif self.kind == "cosine":
             rate = self.end + (self.start - self.end) * 0.5 * (1.0 + ops.cos(math.pi * progress))
+        elif self.kind.startswith("cosine-"):
+            cycle = int(self.kind.split("-")[1])
+            within = ops.clip((epoch - cycle * ops.floor(epoch / cycle)) / max(1, cycle - 1), 0.0, 1.0)
+            rate = self.end + (self.start - self.end) * 0.5 * (1.0 + ops.cos(math.pi * within))
         elif self.kind == "root":
             rate = self.start / ops.sqrt(ops.floor(epoch) + 1.0)
         else:
