@@ -108,7 +108,11 @@ FOCAL_GAMMA = 2.0                            # focusing parameter of the focal l
 CLASS_BALANCE: Literal["none", "weights", "sampling"] = "none"  # for uneven classes
 SNAPSHOT_EPOCHS = 5                          # save a snapshot every N epochs; 0 = never
 SELECT_METRIC: Literal["val_rec_mlrap", "val_rec_top1", "val_loss"] = "val_rec_mlrap"  # picks best.keras
+SELECT_FROM = 1.0                            # best.keras only from this share of EPOCHS on: 0 = any epoch,
+                                             # 1 = the last (the schedule's end; the validation curve is then
+                                             # only watched: on few recordings its peaks are luck, BENCHMARKS.md)
 EARLY_STOPPING = 0                           # stop after N epochs without improvement; 0 = run the whole schedule
+                                             # (needs SELECT_FROM < 1: it counts from the first candidate epoch)
 TENSORBOARD = False                          # also write TensorBoard logs (TensorFlow backend only)
 TEACHER: list[str] = []                      # distillation: saved models whose mean scores become targets
 TEACHER_WEIGHT = 1.0                         # target = (1 - w) * labels + w * teachers; 1 = teachers only

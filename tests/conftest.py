@@ -39,7 +39,7 @@ def tiny_raw(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, tiny_raw):
-    """A sorted tiny dataset, its store and one run trained for 3 epochs (best and last models)."""
+    """A sorted tiny dataset, its store and one run trained for 3 epochs (best = last, a snapshot)."""
     root = tmp_path_factory.mktemp("trained")
     s = make_settings(root, *TINY, f"RAW_DATA={tiny_raw}", "LEARNING_RATE=0.003", "SEED=3")
     steps.sort_step(s)

@@ -45,7 +45,8 @@ def test_report_has_every_metric_table_and_readable_plots(trained):
 
 def test_ensemble_is_the_weighted_mean_of_its_members(trained, tmp_path):
     run = steps.run_dir(trained)
-    best, last = str(run / "best.keras"), str(run / "last.keras")
+    # an earlier snapshot and the last epoch: two models that surely differ
+    best, last = str(run / "snapshots" / "epoch-002.keras"), str(run / "last.keras")
     reports = {}
     for name, models, weights in (("best", [best], []), ("last", [last], []),
                                   ("both", [best, last], [3.0, 1.0])):
@@ -53,6 +54,7 @@ def test_ensemble_is_the_weighted_mean_of_its_members(trained, tmp_path):
         summary = steps.test_step(s, out=tmp_path / name)
         assert summary["models"] == len(models)
         reports[name] = pd.read_csv(tmp_path / name / "scores.csv").set_index("recording")
+    assert not np.allclose(reports["best"].to_numpy(), reports["last"].to_numpy(), atol=1e-4)
     expected = 0.75 * reports["best"] + 0.25 * reports["last"]
     assert np.allclose(reports["both"].to_numpy(), expected.to_numpy(), atol=2e-6)
 

@@ -139,11 +139,42 @@ def test_data_parallel_is_a_no_op_without_several_accelerators():
 def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, tiny_raw):
     # with a zero learning rate only batch-norm statistics move: improvement stops early
     s = make_settings(tmp_path, *TINY, f"RAW_DATA={tiny_raw}", "EPOCHS=10", "EARLY_STOPPING=2",
-                      "LEARNING_RATE=0.0", "WARMUP_EPOCHS=0.0")
+                      "SELECT_FROM=0.0", "LEARNING_RATE=0.0", "WARMUP_EPOCHS=0.0")
     steps.sort_step(s)
     steps.spec_step(s)
     result = steps.train_step(s)
     assert result["epochs"] == result["best_epoch"] + 2 < 10
+
+
+def _selection(tmp_path, values, select_from, patience=0):
+    """Feed a ModelSaver a validation curve; return (best epoch, epochs run, saved epoch)."""
+    from utils.callbacks import ModelSaver
+    from utils.model_io import read_model_meta
+    from utils.training import first_candidate_epoch
+
+    saver = ModelSaver(tmp_path, {}, "val_rec_mlrap", snapshot_epochs=0, patience=patience,
+                       first_candidate=first_candidate_epoch(select_from, len(values), patience))
+    saver.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    run = 0
+    for epoch, value in enumerate(values):
+        saver.on_epoch_end(epoch, {"val_rec_mlrap": value})
+        run = epoch + 1
+        if getattr(saver.model, "stop_training", False):
+            break
+    return saver.best_epoch, run, read_model_meta(tmp_path / "best.keras")["epoch"]
+
+
+def test_select_from_keeps_early_peaks_out_of_best_keras(tmp_path):
+    curve = [0.5, 0.9, 0.6, 0.7, 0.65, 0.8, 0.75, 0.7]  # a lucky peak at epoch 2 of 8
+    assert _selection(tmp_path / "a", curve, 0.0) == (2, 8, 2)
+    assert _selection(tmp_path / "b", curve, 0.5) == (6, 8, 6)  # epochs 4-8 compete
+    assert _selection(tmp_path / "c", curve, 1.0) == (8, 8, 8)  # the last epoch, whatever it scores
+    # early stopping waits for the first candidate epoch before it counts
+    assert _selection(tmp_path / "d", [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2], 0.5, patience=2)[:2] == (4, 6)
+    with pytest.raises(ValueError, match="SELECT_FROM"):
+        _selection(tmp_path / "e", curve, 1.5)
+    with pytest.raises(ValueError, match="EARLY_STOPPING"):
+        _selection(tmp_path / "f", curve, 1.0, patience=2)
 
 
 def test_weight_ema_leaves_training_alone_and_saves_the_averaged_weights(tmp_path, tiny_raw):

@@ -50,14 +50,18 @@ class RecordingValidation(keras.callbacks.Callback):
 
 class ModelSaver(keras.callbacks.Callback):
     """best.keras whenever the monitored metric improves, snapshots every N epochs, and early
-    stopping after ``patience`` epochs without improvement. Its state is written to
-    ``state_file`` every epoch so that a resumed run keeps comparing against the right best."""
+    stopping after ``patience`` epochs without improvement. Only epochs from ``first_candidate``
+    (1-based) on may become best.keras: early in a schedule the learning rate is high and the
+    weights move a lot between epochs, so a peak of a validation curve measured on few recordings
+    is often luck. Its state is written to ``state_file`` every epoch so that a resumed run keeps
+    comparing against the right best."""
 
     def __init__(self, run_dir: Path, meta: dict, monitor: str, snapshot_epochs: int,
-                 patience: int = 0, state_file: Path | None = None):
+                 patience: int = 0, state_file: Path | None = None, first_candidate: int = 1):
         super().__init__()
         self.run_dir, self.meta, self.monitor = Path(run_dir), meta, monitor
         self.snapshot_epochs, self.patience, self.state_file = snapshot_epochs, patience, state_file
+        self.first_candidate = max(1, int(first_candidate))
         self.higher = HIGHER_IS_BETTER[monitor]
         self.best: float | None = None
         self.best_epoch = 0
@@ -74,7 +78,7 @@ class ModelSaver(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         value = logs.get(self.monitor)
-        if value is not None and np.isfinite(value):
+        if value is not None and np.isfinite(value) and epoch + 1 >= self.first_candidate:
             if self.best is None or (value > self.best if self.higher else value < self.best):
                 self.best, self.best_epoch = float(value), epoch + 1
                 save_model(self.model, self.run_dir / "best.keras", self._meta(epoch, logs))
@@ -83,7 +87,8 @@ class ModelSaver(keras.callbacks.Callback):
                        self._meta(epoch, logs))
         if self.state_file is not None:
             atomic_write_json(self.state_file, {"best": self.best, "best_epoch": self.best_epoch})
-        if self.patience and epoch + 1 - self.best_epoch >= self.patience:
+        waited_since = max(self.best_epoch, self.first_candidate - 1)
+        if self.patience and epoch + 1 - waited_since >= self.patience:
             log.info("early stopping: no better %s for %d epochs", self.monitor, self.patience)
             self.model.stop_training = True
 

@@ -5,6 +5,7 @@ import csv
 import importlib.util
 import json
 import logging
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,7 @@ class TrainOptions:
     weight_decay: float = 1e-4
     snapshot_epochs: int = 5
     select_metric: str = "val_rec_mlrap"
+    select_from: float = 1.0
     early_stopping: int = 10
     pooling: str = "median_filtered"
     seed: int = 1337
@@ -92,7 +94,8 @@ class TrainOptions:
         return cls(model=s["MODEL"], architecture=architecture, epochs=s["EPOCHS"],
                    batch_size=s["BATCH_SIZE"], learning_rate=s["LEARNING_RATE"],
                    weight_decay=s["WEIGHT_DECAY"], snapshot_epochs=s["SNAPSHOT_EPOCHS"],
-                   select_metric=s["SELECT_METRIC"], early_stopping=s["EARLY_STOPPING"],
+                   select_metric=s["SELECT_METRIC"], select_from=s["SELECT_FROM"],
+                   early_stopping=s["EARLY_STOPPING"],
                    pooling=s["POOLING"], pooling_top_k=s["POOLING_TOP_K"],
                    pooling_alpha=s["POOLING_ALPHA"], seed=s["SEED"],
                    augmentation=tuple(sorted(s["AUGMENTATION"].items())),
@@ -235,7 +238,9 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
     if not len(val):
         log.warning("no validation chunks: best.keras is chosen by training loss")
     saver = ModelSaver(run_dir, meta, monitor, options.snapshot_epochs, options.early_stopping,
-                       state_file=backup / "selection.json")
+                       state_file=backup / "selection.json",
+                       first_candidate=first_candidate_epoch(options.select_from, options.epochs,
+                                                             options.early_stopping))
     callbacks = run_callbacks(store, val, classes, options, run_dir, saver,
                               title=str(meta.get("run", run_dir.name)))
     started = time.time()
@@ -249,6 +254,17 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
             "epochs": epochs_run, "best_epoch": saver.best_epoch, "monitor": monitor,
             "best_value": saver.best, "train_seconds": round(seconds, 1),
             "resumed_at_epoch": resumed_at, "params": int(model.count_params())}
+
+
+def first_candidate_epoch(select_from: float, epochs: int, early_stopping: int = 0) -> int:
+    """The first epoch (1-based) that may become best.keras: SELECT_FROM is a share of the
+    schedule, 0 = any epoch, 1 = only the last."""
+    if not 0 <= select_from <= 1:
+        raise ValueError(f"SELECT_FROM must be in [0, 1], got {select_from}")
+    if early_stopping and select_from == 1:
+        raise ValueError("EARLY_STOPPING has nothing to stop when SELECT_FROM = 1 keeps the last epoch; "
+                         "set SELECT_FROM below 1 (0 = any epoch may be best)")
+    return max(1, math.ceil(select_from * epochs))
 
 
 def run_callbacks(store: Store, val: ChunkSet, classes: list[str], options: TrainOptions,
