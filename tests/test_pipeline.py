@@ -45,6 +45,7 @@ def test_steps_one_to_five_on_synthetic_calls(tmp_path, tiny_raw):
     assert (run / "snapshots" / "epoch-002.keras").exists() and (run / "last.keras").exists()
     train_log = pd.read_csv(run / "train_log.csv")
     assert len(train_log) == trained["epochs"] == 30
+    assert meta["epoch"] == trained["best_epoch"] == 30  # by default best.keras is the last epoch
     assert train_log["learning_rate"].iloc[-1] < train_log["learning_rate"].iloc[1]  # cosine decay
     assert (run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((run / "config.json").read_text())["settings"]["EPOCHS"] == 30

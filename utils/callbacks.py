@@ -61,7 +61,7 @@ class ModelSaver(keras.callbacks.Callback):
         super().__init__()
         self.run_dir, self.meta, self.monitor = Path(run_dir), meta, monitor
         self.snapshot_epochs, self.patience, self.state_file = snapshot_epochs, patience, state_file
-        self.first_candidate = max(1, int(first_candidate))
+        self.first_candidate = first_candidate
         self.higher = HIGHER_IS_BETTER[monitor]
         self.best: float | None = None
         self.best_epoch = 0

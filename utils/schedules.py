@@ -43,16 +43,15 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         epoch = ops.cast(step, "float32") / self.steps_per_epoch  # 0 at the first step
         progress = ops.clip(epoch / max(1, self.epochs - 1), 0.0, 1.0)
+        if self.kind.startswith("cosine-"):  # warm restarts: the same cosine over each cycle
+            cycle = int(self.kind.split("-")[1])
+            progress = ops.clip((epoch - cycle * ops.floor(epoch / cycle)) / max(1, cycle - 1), 0.0, 1.0)
         if self.kind == "constant":
             rate = ops.ones_like(epoch) * self.start
         elif self.kind == "linear":
             rate = self.start + (self.end - self.start) * progress
-        elif self.kind == "cosine":
+        elif self.kind.startswith("cosine"):
             rate = self.end + (self.start - self.end) * 0.5 * (1.0 + ops.cos(math.pi * progress))
-        elif self.kind.startswith("cosine-"):
-            cycle = int(self.kind.split("-")[1])
-            within = ops.clip((epoch - cycle * ops.floor(epoch / cycle)) / max(1, cycle - 1), 0.0, 1.0)
-            rate = self.end + (self.start - self.end) * 0.5 * (1.0 + ops.cos(math.pi * within))
         elif self.kind == "root":
             rate = self.start / ops.sqrt(ops.floor(epoch) + 1.0)
         else:

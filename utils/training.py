@@ -46,7 +46,7 @@ class TrainOptions:
     snapshot_epochs: int = 5
     select_metric: str = "val_rec_mlrap"
     select_from: float = 1.0
-    early_stopping: int = 10
+    early_stopping: int = 0
     pooling: str = "median_filtered"
     seed: int = 1337
     augmentation: tuple[tuple[str, float], ...] = ()
