@@ -150,10 +150,11 @@ def _selection(tmp_path, values, select_from, patience=0):
     """Feed a ModelSaver a validation curve; return (best epoch, epochs run, saved epoch)."""
     from utils.callbacks import ModelSaver
     from utils.model_io import read_model_meta
-    from utils.training import first_candidate_epoch
+    from utils.training import TrainOptions
 
-    saver = ModelSaver(tmp_path, {}, "val_rec_mlrap", snapshot_epochs=0, patience=patience,
-                       first_candidate=first_candidate_epoch(select_from, len(values), patience))
+    options = TrainOptions(epochs=len(values), select_from=select_from, early_stopping=patience)
+    saver = ModelSaver(tmp_path, {}, "val_rec_mlrap", snapshot_epochs=0, patience=options.early_stopping,
+                       first_candidate=options.first_candidate_epoch)
     saver.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
     run = 0
     for epoch, value in enumerate(values):

@@ -121,9 +121,13 @@ class Augmenter:
         shape = (len(x), size, 1, 1) if axis == 1 else (len(x), 1, size, 1)
         return ops.where(ops.reshape(inside, shape), 0.0, x)
 
+    def _partners(self, size: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """For each sample another one of the batch, and the weight of its own part (Beta(a, a))."""
+        order = self._rng.permutation(size)
+        return order, self._rng.beta(alpha, alpha, size).astype("float32")
+
     def _mixup(self, x, y, mask, alpha):
-        order = self._rng.permutation(len(x))
-        lam = ops.convert_to_tensor(self._rng.beta(alpha, alpha, len(x)).astype("float32"))
+        order, lam = self._partners(len(x), alpha)
         lam = ops.where(mask, ops.maximum(lam, 1.0 - lam), 1.0)  # the sample's own image dominates
         x2, y2 = ops.take(x, order, axis=0), ops.take(y, order, axis=0)
         x = lam[:, None, None, None] * x + (1.0 - lam[:, None, None, None]) * x2
@@ -148,8 +152,8 @@ class Augmenter:
         the song's shape in time stays."""
         mean = ops.mean(x, axis=(2, 3), keepdims=True)
         spread = ops.sqrt(ops.var(x, axis=(2, 3), keepdims=True) + 1e-6)
-        order = self._rng.permutation(len(x))
-        lam = ops.convert_to_tensor(self._rng.beta(alpha, alpha, (len(x), 1, 1, 1)).astype("float32"))
+        order, lam = self._partners(len(x), alpha)
+        lam = ops.convert_to_tensor(lam.reshape(-1, 1, 1, 1))
         mixed_mean = lam * mean + (1.0 - lam) * ops.take(mean, order, axis=0)
         mixed_spread = lam * spread + (1.0 - lam) * ops.take(spread, order, axis=0)
         return ops.clip((x - mean) / spread * mixed_spread + mixed_mean, 0, 1)

@@ -39,12 +39,13 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.kind, self.start, self.end = check_schedule(kind), float(start), float(end)
         self.epochs, self.steps_per_epoch = int(epochs), max(1, int(steps_per_epoch))
         self.warmup_epochs = float(warmup_epochs)
+        self.every = int(kind.split("-")[1]) if "-" in kind else 0  # the N of step-N and cosine-N
 
     def __call__(self, step):
         epoch = ops.cast(step, "float32") / self.steps_per_epoch  # 0 at the first step
         progress = ops.clip(epoch / max(1, self.epochs - 1), 0.0, 1.0)
         if self.kind.startswith("cosine-"):  # warm restarts: the same cosine over each cycle
-            cycle = int(self.kind.split("-")[1])
+            cycle = self.every
             progress = ops.clip((epoch - cycle * ops.floor(epoch / cycle)) / max(1, cycle - 1), 0.0, 1.0)
         if self.kind == "constant":
             rate = ops.ones_like(epoch) * self.start
@@ -55,9 +56,8 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         elif self.kind == "root":
             rate = self.start / ops.sqrt(ops.floor(epoch) + 1.0)
         else:
-            every = int(self.kind.split("-")[1])
-            drops = max(1, self.epochs // every - 1)
-            done = ops.minimum(ops.floor(epoch / every), drops)
+            drops = max(1, self.epochs // self.every - 1)
+            done = ops.minimum(ops.floor(epoch / self.every), drops)
             rate = self.start - done * (self.start - self.end) / drops
         if self.warmup_epochs > 0:
             rate = rate * ops.minimum(1.0, (epoch + 1.0 / self.steps_per_epoch) / self.warmup_epochs)

@@ -74,6 +74,19 @@ class TrainOptions:
     pooling_top_k: int = 3
     pooling_alpha: float = 5.0
 
+    def __post_init__(self):
+        if not 0 <= self.select_from <= 1:
+            raise ValueError(f"SELECT_FROM must be in [0, 1], got {self.select_from}")
+        if self.early_stopping and self.select_from == 1:
+            raise ValueError("EARLY_STOPPING has nothing to stop when SELECT_FROM = 1 keeps the last "
+                             "epoch; set SELECT_FROM below 1 (0 = any epoch may be best)")
+
+    @property
+    def first_candidate_epoch(self) -> int:
+        """The first epoch (1-based) that may become best.keras: SELECT_FROM is a share of the
+        schedule, 0 = any epoch, 1 = only the last."""
+        return max(1, math.ceil(self.select_from * self.epochs))
+
     @property
     def multi_label(self) -> bool:
         """The head's kind decides the targets, the loss and the metric as well."""
@@ -239,8 +252,7 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
         log.warning("no validation chunks: best.keras is chosen by training loss")
     saver = ModelSaver(run_dir, meta, monitor, options.snapshot_epochs, options.early_stopping,
                        state_file=backup / "selection.json",
-                       first_candidate=first_candidate_epoch(options.select_from, options.epochs,
-                                                             options.early_stopping))
+                       first_candidate=options.first_candidate_epoch)
     callbacks = run_callbacks(store, val, classes, options, run_dir, saver,
                               title=str(meta.get("run", run_dir.name)))
     started = time.time()
@@ -254,17 +266,6 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
             "epochs": epochs_run, "best_epoch": saver.best_epoch, "monitor": monitor,
             "best_value": saver.best, "train_seconds": round(seconds, 1),
             "resumed_at_epoch": resumed_at, "params": int(model.count_params())}
-
-
-def first_candidate_epoch(select_from: float, epochs: int, early_stopping: int = 0) -> int:
-    """The first epoch (1-based) that may become best.keras: SELECT_FROM is a share of the
-    schedule, 0 = any epoch, 1 = only the last."""
-    if not 0 <= select_from <= 1:
-        raise ValueError(f"SELECT_FROM must be in [0, 1], got {select_from}")
-    if early_stopping and select_from == 1:
-        raise ValueError("EARLY_STOPPING has nothing to stop when SELECT_FROM = 1 keeps the last epoch; "
-                         "set SELECT_FROM below 1 (0 = any epoch may be best)")
-    return max(1, math.ceil(select_from * epochs))
 
 
 def run_callbacks(store: Store, val: ChunkSet, classes: list[str], options: TrainOptions,
