@@ -2,6 +2,8 @@
 top-1 accuracy on test of the model that SELECT_FROM and SELECT_METRIC pick (by default the
 schedule's last epoch), for several seeds. Headline: the mean over seeds. Each seed's validation
 top-1 (scored as the test) is printed too: recipes are chosen on that one, never on the test.
+With several seeds, their models are then also scored as one ensemble (scores averaged), on test
+and validation: what ensembling buys, for information (the target is per model).
 
     python bench/bench_accuracy.py                 # 3 seeds, the full default recipe
     python bench/bench_accuracy.py --quick         # 1 seed, 1 epoch: checks the chain runs
@@ -36,6 +38,11 @@ REPO = Path(__file__).resolve().parents[1]
 TARGET = 0.80
 
 
+def seed_run(s, seed: int):
+    """The settings of one seed's run: its own folder, so its reports stay for inspection."""
+    return s.replace(SEED=seed, RUN_NAME=f"{s.RUN_NAME}-seed{seed}")
+
+
 def finished_run(s) -> tuple[dict, dict] | None:
     """(train summary, test summary) of a finished run of these settings, if there is one."""
     folder = steps.run_dir(s)
@@ -63,6 +70,14 @@ def validation_report(run, finished: bool) -> dict:
     return steps.test_step(run.replace(TEST_SPLIT="val"))
 
 
+def seed_ensemble(s, runs, split: str) -> dict:
+    """The runs' chosen models as one ensemble (TEST_MODELS, equal weights) scored on ``split``;
+    the report goes to RUNS_DIR/<RUN_NAME>-ensemble/test-<split>."""
+    members = [str(model) for run in runs for model in steps.model_files(run)]
+    return steps.test_step(s.replace(TEST_MODELS=members, TEST_SPLIT=split,
+                                     RUN_NAME=f"{s.RUN_NAME}-ensemble"))
+
+
 @click.command()
 @click.option("--config", "config_file", default=str(REPO / "configs" / "insectset32.py"),
               show_default=True, help="Settings override file.")
@@ -81,9 +96,9 @@ def main(config_file, overrides, seeds, quick):
     setup_logging("WARNING", None)
     if not (Path(s.DATASET_DIR) / "metadata").is_dir():
         steps.sort_step(s)
-    rows = []
-    for seed in [int(x) for x in seeds.split(",")]:
-        run = s.replace(SEED=seed, RUN_NAME=f"{s.RUN_NAME}-seed{seed}")
+    rows, runs = [], [seed_run(s, int(seed)) for seed in seeds.split(",")]
+    for run in runs:
+        seed = run.SEED
         finished = finished_run(run)
         if finished:
             trained, tested = finished
@@ -106,6 +121,11 @@ def main(config_file, overrides, seeds, quick):
                "mean_val_top1": float(val_top1.mean()), "runs": rows,
                "overrides": list(overrides), "machine": f"{platform.processor() or platform.machine()}, "
                f"{os.cpu_count()} cores", "backend": os.environ.get("KERAS_BACKEND", "tensorflow")}
+    if len(runs) > 1:
+        ensemble = {split: seed_ensemble(s, runs, split)["top1_accuracy"] for split in (s.TEST_SPLIT, "val")}
+        summary.update(ensemble_top1=ensemble[s.TEST_SPLIT], ensemble_val_top1=ensemble["val"])
+        click.echo(f"the {len(runs)} seeds' models as one ensemble (for information; the target is per "
+                   f"model): test top-1 {ensemble[s.TEST_SPLIT]:.4f}, validation top-1 {ensemble['val']:.4f}")
     out = Path(s.RUNS_DIR) / f"{s.RUN_NAME}-accuracy.json"
     out.write_text(json.dumps(summary, indent=2))
     click.echo(f"test top-1 mean {top1.mean():.4f} +- {top1.std():.4f} over {len(rows)} seed(s); "

@@ -1,6 +1,10 @@
 import importlib.util
 import json
+import shutil
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from tests.conftest import make_settings
 from utils import steps
@@ -31,3 +35,25 @@ def test_a_finished_seed_is_reused_only_if_it_knew_every_setting(tmp_path):
     del saved["settings"]["SELECT_FROM"]
     (run / "config.json").write_text(json.dumps(saved))
     assert bench.finished_run(s) is None
+
+
+def test_the_seed_ensemble_averages_each_seeds_chosen_model(trained, tmp_path):
+    bench = _bench()
+    tiny = trained.replace(POOLING="mean", TEST_SPLIT="val")  # the tiny model's scores are near-even:
+    s = tiny.replace(RUNS_DIR=str(tmp_path / "runs"), RUN_NAME="r")  # median filtering zeroes them
+    source = steps.run_dir(trained)
+    models = [source / "best.keras", source / "snapshots" / "epoch-002.keras"]
+    runs = [bench.seed_run(s, seed) for seed in (1, 2)]
+    for run, model in zip(runs, models):
+        steps.run_dir(run).mkdir(parents=True)
+        shutil.copy(model, steps.run_dir(run) / "best.keras")
+    report = bench.seed_ensemble(s, runs, "val")
+    assert report["model"] == [str(steps.run_dir(run) / "best.keras") for run in runs]
+    assert Path(report["report"]) == tmp_path / "runs" / "r-ensemble" / "test-val"
+    both = steps.test_step(tiny.replace(TEST_MODELS=[str(m) for m in models]), out=tmp_path / "both")
+    one = steps.test_step(tiny, out=tmp_path / "one")
+
+    def scores(summary):
+        return pd.read_csv(Path(summary["report"]) / "scores.csv", index_col=0).to_numpy()
+    np.testing.assert_allclose(scores(report), scores(both), atol=1e-6)
+    assert np.abs(scores(report) - scores(one)).max() > 1e-3  # both seeds' models count
