@@ -71,6 +71,22 @@ def test_pitch_moves_a_tone_to_its_frequency_times_the_factor(spec_type):
     assert (lowered[:5] == 0).all() and (lowered[-5:] == 1).all()  # nothing comes from above the band
 
 
+@pytest.mark.parametrize("factor, bin_after", [(0.5, 2), (1.0, 4), (1.25, 5)])
+def test_stretch_changes_the_tempo_and_leaves_the_rows_alone(factor, bin_after):
+    columns = np.arange(64)
+    pulses = 0.5 + 0.5 * np.cos(2 * np.pi * columns / 16)   # 4 pulses per chunk, 4 chunk-periods
+    gains = np.linspace(0.2, 1.0, 8)                        # each row its own level
+    x = np.broadcast_to(gains[None, :, None, None] * pulses[None, None, :, None], (2, 8, 64, 1))
+    augmenter = Augmenter({"stretch": 0.5}, probability=1.0, seed=1)
+    stretched = np.asarray(augmenter._stretch(x.astype("float32"), factor))
+    per_row = stretched[0, :, :, 0] / gains[:, None]
+    assert np.allclose(per_row, per_row[:1], atol=1e-5)     # every row moved alike, levels kept
+    spectrum = np.abs(np.fft.rfft(per_row[0] - per_row[0].mean()))
+    assert spectrum.argmax() == bin_after                   # pulses per chunk: 4 * factor
+    if factor == 1.0:
+        assert np.allclose(stretched, x, atol=1e-6)
+
+
 def test_pitch_needs_row_frequencies_and_a_strength_below_one():
     with pytest.raises(ValueError, match="row_hz"):
         Augmenter({"pitch": 0.1})

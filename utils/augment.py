@@ -3,7 +3,7 @@
 Configured like the 2018 baseline: a mapping of augmentation name -> strength, a probability that
 a sample is augmented at all, and the most augmentations one sample gets. Each augmented sample
 draws its own subset of the enabled augmentations; per-sample quantities (masks, gains, noise
-weights) are drawn per sample, shift, pitch and crop sizes once per batch.
+weights) are drawn per sample, shift, pitch, stretch and crop sizes once per batch.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ AUGMENTATIONS = {
     "roll_v": "largest frequency shift, as a share of the image height (wraps around)",
     "roll_h": "largest time shift, as a share of the image width (wraps around)",
     "pitch": "largest relative change of every frequency (0.1 = +-10%: warmer, smaller, other individual)",
+    "stretch": "largest relative change of the tempo at the same pitch (0.1 = +-10%: insects' and frogs' "
+               "pulse and chirp rates follow temperature)",
     "noise": "largest weight of a random noise-set chunk added to the image",
     "gaussian": "standard deviation of added gaussian noise",
     "time_mask": "widest SpecAugment time mask, as a share of the width",
@@ -34,6 +36,15 @@ AUGMENTATIONS = {
     "blur": "unused (3x3 box blur)",
     "crop": "largest share cut from each side before zooming back to full size",
 }
+
+
+def _interpolate(x, position: np.ndarray, low: np.ndarray, high: np.ndarray, axis: int):
+    """Linear interpolation along ``axis`` (1 rows, 2 columns): index i of the result lies at
+    ``position[i]``, between the rows or columns ``low[i]`` and ``high[i]``."""
+    shape = [1, 1, 1, 1]
+    shape[axis] = len(position)
+    weight = (position - low).astype("float32").reshape(shape)
+    return (1.0 - weight) * ops.take(x, low, axis=axis) + weight * ops.take(x, high, axis=axis)
 
 
 @dataclass
@@ -177,10 +188,18 @@ class Augmenter:
         position[outside] = 0.0
         low = np.floor(position).astype("int32")
         high = np.minimum(low + 1, rows - 1)
-        weight = (position - low).astype("float32")[None, :, None, None]
         keep = (~outside).astype("float32")[None, :, None, None]
-        mixed = (1.0 - weight) * ops.take(x, low, axis=1) + weight * ops.take(x, high, axis=1)
-        return mixed * keep
+        return _interpolate(x, position, low, high, axis=1) * keep
+
+    def _stretch(self, x, factor: float):
+        """Tempo times ``factor``, rows untouched: column c shows what column offset + c * factor
+        showed (interpolated). A faster song needs more time than the chunk holds, so its end
+        wraps round to the chunk's start, as in a roll; a slower one shows a random stretch of it."""
+        width = x.shape[2]
+        offset = self._rng.uniform(0.0, max(0.0, (width - 1) * (1.0 - factor)))
+        position = (offset + np.arange(width) * factor) % width
+        low = np.floor(position).astype("int32")
+        return _interpolate(x, position, low, (low + 1) % width, axis=2)
 
     def _crop(self, x, share, noise):
         height, width = x.shape[1], x.shape[2]
@@ -193,6 +212,7 @@ class Augmenter:
         "roll_v": lambda self, x, s, n: self._roll(x, s, 1),
         "roll_h": lambda self, x, s, n: self._roll(x, s, 2),
         "pitch": lambda self, x, s, n: self._pitch(x, float(self._rng.uniform(1.0 - s, 1.0 + s))),
+        "stretch": lambda self, x, s, n: self._stretch(x, float(self._rng.uniform(1.0 - s, 1.0 + s))),
         "noise": lambda self, x, s, n: self._noise(x, s, n),
         "gaussian": lambda self, x, s, n: ops.clip(x + keras.random.normal(x.shape, stddev=s, seed=self._key()), 0, 1),
         "time_mask": lambda self, x, s, n: self._band_mask(x, s, 2),
