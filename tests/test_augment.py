@@ -74,7 +74,7 @@ def test_pitch_moves_a_tone_to_its_frequency_times_the_factor(spec_type):
 @pytest.mark.parametrize("factor, bin_after", [(0.5, 2), (1.0, 4), (1.25, 5)])
 def test_stretch_changes_the_tempo_and_leaves_the_rows_alone(factor, bin_after):
     columns = np.arange(64)
-    pulses = 0.5 + 0.5 * np.cos(2 * np.pi * columns / 16)   # 4 pulses per chunk, 4 chunk-periods
+    pulses = 0.5 + 0.5 * np.cos(2 * np.pi * columns / 16)   # 4 whole pulses: a wrap joins smoothly
     gains = np.linspace(0.2, 1.0, 8)                        # each row its own level
     x = np.broadcast_to(gains[None, :, None, None] * pulses[None, None, :, None], (2, 8, 64, 1))
     augmenter = Augmenter({"stretch": 0.5}, probability=1.0, seed=1)
