@@ -178,6 +178,27 @@ def test_select_from_keeps_early_peaks_out_of_best_keras(tmp_path):
         _selection(tmp_path / "f", curve, 1.0, patience=2)
 
 
+def test_a_run_that_chose_no_epoch_fails_clearly_and_leaves_no_earlier_best_keras(tmp_path, tiny_raw,
+                                                                                    monkeypatch):
+    from utils.callbacks import ModelSaver
+
+    s = make_settings(tmp_path, *TINY, f"RAW_DATA={tiny_raw}", "EPOCHS=2", "SNAPSHOT_EPOCHS=0",
+                      "AUGMENTATION={}")
+    steps.sort_step(s)
+    steps.spec_step(s)
+    earlier = steps.run_dir(s) / "best.keras"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"the model of an earlier run in this folder")
+    # every validation value not finite, as when a training diverges
+    scored = ModelSaver.on_epoch_end
+    monkeypatch.setattr(ModelSaver, "on_epoch_end", lambda self, epoch, logs=None: scored(
+        self, epoch, {**(logs or {}), self.monitor: float("nan")}))
+    with pytest.raises(RuntimeError, match="no epoch from 2 on had a finite val_rec_mlrap"):
+        steps.train_step(s)
+    assert not earlier.exists()  # test.py cannot pick up the earlier run's model
+    assert (steps.run_dir(s) / "last.keras").exists()
+
+
 def test_weight_ema_leaves_training_alone_and_saves_the_averaged_weights(tmp_path, tiny_raw):
     from utils.schedules import make_optimizer
 

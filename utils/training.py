@@ -262,6 +262,11 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
     seconds = time.time() - started
     epochs_run = len(read_log(run_dir / "train_log.csv"))
     save_model(model, run_dir / "last.keras", {**meta, "epoch": epochs_run})
+    if not saver.best_epoch:
+        raise RuntimeError(f"no epoch from {options.first_candidate_epoch} on had a finite {monitor} "
+                           f"(did the training diverge?), so there is no best.keras; {run_dir}/last.keras "
+                           "holds the final weights. Try a lower LEARNING_RATE, GRADIENT_CLIP, or a "
+                           "lower SELECT_FROM")
     return {"classes": len(classes), "train_chunks": len(train), "val_chunks": len(val),
             "epochs": epochs_run, "best_epoch": saver.best_epoch, "monitor": monitor,
             "best_value": saver.best, "train_seconds": round(seconds, 1),
