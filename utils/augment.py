@@ -38,9 +38,12 @@ AUGMENTATIONS = {
 }
 
 
-def _interpolate(x, position: np.ndarray, low: np.ndarray, high: np.ndarray, axis: int):
+def _interpolate(x, position: np.ndarray, axis: int, wrap: bool):
     """Linear interpolation along ``axis`` (1 rows, 2 columns): index i of the result lies at
-    ``position[i]``, between the rows or columns ``low[i]`` and ``high[i]``."""
+    ``position[i]``; past the last row or column it wraps to the first or stays on the last."""
+    size = x.shape[axis]
+    low = np.floor(position).astype("int32")
+    high = (low + 1) % size if wrap else np.minimum(low + 1, size - 1)
     shape = [1, 1, 1, 1]
     shape[axis] = len(position)
     weight = (position - low).astype("float32").reshape(shape)
@@ -186,10 +189,8 @@ class Augmenter:
                              left=np.nan, right=np.nan)
         outside = np.isnan(position)
         position[outside] = 0.0
-        low = np.floor(position).astype("int32")
-        high = np.minimum(low + 1, rows - 1)
         keep = (~outside).astype("float32")[None, :, None, None]
-        return _interpolate(x, position, low, high, axis=1) * keep
+        return _interpolate(x, position, axis=1, wrap=False) * keep
 
     def _stretch(self, x, factor: float):
         """Tempo times ``factor``, rows untouched: column c shows what column offset + c * factor
@@ -198,8 +199,7 @@ class Augmenter:
         width = x.shape[2]
         offset = self._rng.uniform(0.0, max(0.0, (width - 1) * (1.0 - factor)))
         position = (offset + np.arange(width) * factor) % width
-        low = np.floor(position).astype("int32")
-        return _interpolate(x, position, low, (low + 1) % width, axis=2)
+        return _interpolate(x, position, axis=2, wrap=True)
 
     def _crop(self, x, share, noise):
         height, width = x.shape[1], x.shape[2]

@@ -70,8 +70,6 @@ class ModelSaver(keras.callbacks.Callback):
         if self.state_file is not None and Path(self.state_file).exists():
             state = read_json(self.state_file)
             self.best, self.best_epoch = state["best"], state["best_epoch"]
-        else:  # a fresh start: an earlier run's best.keras must not pass for this run's
-            (self.run_dir / "best.keras").unlink(missing_ok=True)
 
     def _meta(self, epoch: int, logs: dict) -> dict:
         metrics = {k: float(v) for k, v in logs.items() if np.isscalar(v)}

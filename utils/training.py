@@ -319,6 +319,8 @@ def prepare_resume(backup: Path, csv_log: Path, run_identity: dict) -> int:
         shutil.rmtree(backup)
     backup.mkdir(parents=True)
     csv_log.unlink(missing_ok=True)
+    # an earlier run's best.keras must not pass for this one's if this one chooses no epoch
+    (backup.parent / "best.keras").unlink(missing_ok=True)
     atomic_write_json(marker, identity)
     return 0
 
