@@ -199,6 +199,23 @@ def test_a_run_that_chose_no_epoch_fails_clearly_and_leaves_no_earlier_best_kera
     assert (steps.run_dir(s) / "last.keras").exists()
 
 
+def test_a_training_whose_loss_stops_being_finite_stops_in_that_epoch(tmp_path, tiny_raw, monkeypatch):
+    from utils import training
+
+    s = make_settings(tmp_path, *TINY, f"RAW_DATA={tiny_raw}", "EPOCHS=3", "SNAPSHOT_EPOCHS=0",
+                      "AUGMENTATION={}")
+    steps.sort_step(s)
+    steps.spec_step(s)
+    def nan_loss(y_true, y_pred):  # NaN from the first step on, and the weights through its gradient
+        return keras.ops.mean(y_pred) * float("nan")
+
+    monkeypatch.setattr(training, "make_loss", lambda *_: nan_loss)
+    with pytest.raises(RuntimeError, match="stopped being finite in epoch 1, where training stopped"):
+        steps.train_step(s)
+    log = (steps.run_dir(s) / "train_log.csv").read_text().splitlines()
+    assert len(log) == 2  # the header and epoch 1: epochs 2 and 3 were not run
+
+
 def test_weight_ema_leaves_training_alone_and_saves_the_averaged_weights(tmp_path, tiny_raw):
     from utils.schedules import make_optimizer
 

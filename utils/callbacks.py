@@ -40,9 +40,12 @@ class RecordingValidation(keras.callbacks.Callback):
         scores = self.model.predict(self.batches, verbose=0)
         logs = logs if logs is not None else {}
         logs["val_loss"] = float(keras.ops.convert_to_numpy(self.loss_fn(self.chunks.targets, scores)))
-        _, pooled = pool_groups(scores, self.chunks.recordings, self.pooling)
-        logs["val_rec_mlrap"] = mlrap(self.rec_targets, pooled)
-        logs["val_rec_top1"] = top_k_accuracy(self.rec_primary, pooled, k=1)
+        if np.isfinite(scores).all():
+            _, pooled = pool_groups(scores, self.chunks.recordings, self.pooling)
+            logs["val_rec_mlrap"] = mlrap(self.rec_targets, pooled)
+            logs["val_rec_top1"] = top_k_accuracy(self.rec_primary, pooled, k=1)
+        else:  # diverged weights: no metric, so the epoch cannot be chosen (scikit-learn would raise)
+            logs["val_rec_mlrap"] = logs["val_rec_top1"] = float("nan")
         log.info("epoch %d: loss %.4f  val_loss %.4f  val_rec_mlrap %.4f  val_rec_top1 %.4f",
                  epoch + 1, logs.get("loss", float("nan")), logs["val_loss"], logs["val_rec_mlrap"],
                  logs["val_rec_top1"])
@@ -138,6 +141,24 @@ class RandomStateBackup(keras.callbacks.Callback):
         states[str(epoch + 1)] = [keras.ops.convert_to_numpy(v).tolist() for v in self._generators()]
         keep = sorted(states, key=int)[-2:]
         atomic_write_json(self.state_file, {k: states[k] for k in keep})
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop after an epoch whose training loss is NaN or infinite: the weights are then no longer
+    finite either, and every later epoch would be wasted. Checked per epoch, not per batch as
+    keras.callbacks.TerminateOnNaN does, so that no training step waits for its loss to reach the
+    host; the epoch in which it happened is kept in ``stopped_at`` (1-based; 0 = never)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stopped_at = 0
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            log.error("epoch %d: the training loss is %s; training stops here", epoch + 1, loss)
+            self.stopped_at = epoch + 1
+            self.model.stop_training = True
 
 
 class LearningRateLog(keras.callbacks.Callback):

@@ -18,7 +18,8 @@ import numpy as np
 from utils.augment import Augmenter
 from utils.batches import ChunkBatches
 from utils.callbacks import (CurvesPlot, LearningRateLog, ModelSaver, RandomStateBackup,
-                             RecordingValidation, completed_epochs, truncate_log)
+                             RecordingValidation, StopOnNonFiniteLoss, completed_epochs,
+                             truncate_log)
 from utils.fileio import atomic_write_json, read_json
 from utils.losses import make_loss
 from utils.metrics import target_matrix
@@ -253,8 +254,9 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
     saver = ModelSaver(run_dir, meta, monitor, options.snapshot_epochs, options.early_stopping,
                        state_file=backup / "selection.json",
                        first_candidate=options.first_candidate_epoch)
+    guard = StopOnNonFiniteLoss()
     callbacks = run_callbacks(store, val, classes, options, run_dir, saver,
-                              title=str(meta.get("run", run_dir.name)))
+                              title=str(meta.get("run", run_dir.name))) + [guard]
     started = time.time()
     # shuffle=False: ChunkBatches orders chunks itself, from (seed, epoch); Keras' own shuffling
     # of batch indices would draw from a generator that a resumed run cannot restore
@@ -262,11 +264,16 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
     seconds = time.time() - started
     epochs_run = len(read_log(run_dir / "train_log.csv"))
     save_model(model, run_dir / "last.keras", {**meta, "epoch": epochs_run})
+    diverged = (f"the training loss stopped being finite in epoch {guard.stopped_at}, where "
+                "training stopped" if guard.stopped_at else "")
     if not saver.best_epoch:
         raise RuntimeError(f"no epoch from {options.first_candidate_epoch} on had a finite {monitor} "
-                           f"(did the training diverge?), so there is no best.keras; {run_dir}/last.keras "
-                           "holds the final weights. Try a lower LEARNING_RATE, GRADIENT_CLIP, or a "
-                           "lower SELECT_FROM")
+                           f"({diverged or 'did the training diverge?'}), so there is no best.keras; "
+                           f"{run_dir}/last.keras holds the final weights. Try a lower LEARNING_RATE, "
+                           "GRADIENT_CLIP, or a lower SELECT_FROM")
+    if diverged:
+        log.warning("%s; best.keras is epoch %d, and last.keras holds weights that are not finite",
+                    diverged, saver.best_epoch)
     return {"classes": len(classes), "train_chunks": len(train), "val_chunks": len(val),
             "epochs": epochs_run, "best_epoch": saver.best_epoch, "monitor": monitor,
             "best_value": saver.best, "train_seconds": round(seconds, 1),
