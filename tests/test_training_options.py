@@ -206,6 +206,7 @@ def test_a_training_whose_loss_stops_being_finite_stops_in_that_epoch(tmp_path, 
                       "AUGMENTATION={}")
     steps.sort_step(s)
     steps.spec_step(s)
+
     def nan_loss(y_true, y_pred):  # NaN from the first step on, and the weights through its gradient
         return keras.ops.mean(y_pred) * float("nan")
 
