@@ -114,6 +114,10 @@ class Augmenter:
         """Per-sample parameters: drawn on the host (tiny), the image math stays in keras.ops."""
         return ops.convert_to_tensor(self._rng.uniform(low, high, shape).astype("float32"))
 
+    def _factor(self, share: float) -> float:
+        """One factor for the whole batch, within 1 +- share (pitch, tempo)."""
+        return float(self._rng.uniform(1.0 - share, 1.0 + share))
+
     def _roll(self, x, share, axis):
         size = x.shape[axis]
         limit = max(1, int(share * size))
@@ -211,8 +215,8 @@ class Augmenter:
     _ops: ClassVar[dict[str, Callable]] = {
         "roll_v": lambda self, x, s, n: self._roll(x, s, 1),
         "roll_h": lambda self, x, s, n: self._roll(x, s, 2),
-        "pitch": lambda self, x, s, n: self._pitch(x, float(self._rng.uniform(1.0 - s, 1.0 + s))),
-        "stretch": lambda self, x, s, n: self._stretch(x, float(self._rng.uniform(1.0 - s, 1.0 + s))),
+        "pitch": lambda self, x, s, n: self._pitch(x, self._factor(s)),
+        "stretch": lambda self, x, s, n: self._stretch(x, self._factor(s)),
         "noise": lambda self, x, s, n: self._noise(x, s, n),
         "gaussian": lambda self, x, s, n: ops.clip(x + keras.random.normal(x.shape, stddev=s, seed=self._key()), 0, 1),
         "time_mask": lambda self, x, s, n: self._band_mask(x, s, 2),

@@ -147,18 +147,18 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stop after an epoch whose training loss is NaN or infinite: the weights are then no longer
     finite either, and every later epoch would be wasted. Checked per epoch, not per batch as
     keras.callbacks.TerminateOnNaN does, so that no training step waits for its loss to reach the
-    host; the epoch in which it happened is kept in ``stopped_at`` (1-based; 0 = never)."""
-
-    def __init__(self):
-        super().__init__()
-        self.stopped_at = 0
+    host; the epoch stays in train_log.csv, where ``first_non_finite_epoch`` finds it."""
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(loss):
             log.error("epoch %d: the training loss is %s; training stops here", epoch + 1, loss)
-            self.stopped_at = epoch + 1
             self.model.stop_training = True
+
+
+def first_non_finite_epoch(log_rows: list[dict]) -> int:
+    """The first epoch (1-based) whose logged training loss is not finite; 0 when there is none."""
+    return next((i + 1 for i, row in enumerate(log_rows) if not np.isfinite(float(row["loss"]))), 0)
 
 
 class LearningRateLog(keras.callbacks.Callback):

@@ -19,7 +19,7 @@ from utils.augment import Augmenter
 from utils.batches import ChunkBatches
 from utils.callbacks import (CurvesPlot, LearningRateLog, ModelSaver, RandomStateBackup,
                              RecordingValidation, StopOnNonFiniteLoss, completed_epochs,
-                             truncate_log)
+                             first_non_finite_epoch, truncate_log)
 from utils.fileio import atomic_write_json, read_json
 from utils.losses import make_loss
 from utils.metrics import target_matrix
@@ -254,18 +254,19 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
     saver = ModelSaver(run_dir, meta, monitor, options.snapshot_epochs, options.early_stopping,
                        state_file=backup / "selection.json",
                        first_candidate=options.first_candidate_epoch)
-    guard = StopOnNonFiniteLoss()
     callbacks = run_callbacks(store, val, classes, options, run_dir, saver,
-                              title=str(meta.get("run", run_dir.name))) + [guard]
+                              title=str(meta.get("run", run_dir.name)))
     started = time.time()
     # shuffle=False: ChunkBatches orders chunks itself, from (seed, epoch); Keras' own shuffling
     # of batch indices would draw from a generator that a resumed run cannot restore
     model.fit(train_batches, epochs=options.epochs, callbacks=callbacks, verbose=2, shuffle=False)
     seconds = time.time() - started
-    epochs_run = len(read_log(run_dir / "train_log.csv"))
+    log_rows = read_log(run_dir / "train_log.csv")
+    epochs_run = len(log_rows)
     save_model(model, run_dir / "last.keras", {**meta, "epoch": epochs_run})
-    diverged = (f"the training loss stopped being finite in epoch {guard.stopped_at}, where "
-                "training stopped" if guard.stopped_at else "")
+    bad_epoch = first_non_finite_epoch(log_rows)
+    diverged = (f"the training loss stopped being finite in epoch {bad_epoch}, where training "
+                "stopped" if bad_epoch else "")
     if not saver.best_epoch:
         raise RuntimeError(f"no epoch from {options.first_candidate_epoch} on had a finite {monitor} "
                            f"({diverged or 'did the training diverge?'}), so there is no best.keras; "
@@ -283,7 +284,8 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
 def run_callbacks(store: Store, val: ChunkSet, classes: list[str], options: TrainOptions,
                   run_dir: Path, saver: ModelSaver, title: str) -> list[keras.callbacks.Callback]:
     """Backup and random state first (they restore before the others start), then validation,
-    learning rate, model selection, the CSV log, the curves, and TensorBoard if asked."""
+    learning rate, model selection, the stop on a non-finite loss, the CSV log, the curves, and
+    TensorBoard if asked."""
     backup = run_dir / "backup"
     callbacks: list[keras.callbacks.Callback] = [
         RandomStateBackup(backup / "random_state.json", backup),
@@ -294,7 +296,7 @@ def run_callbacks(store: Store, val: ChunkSet, classes: list[str], options: Trai
         val_batches = ChunkBatches(store, val.shards, val.rows, val.targets, options.batch_size * 4)
         callbacks.append(RecordingValidation(val_batches, val, classes, options.pooler(),
                                              options.multi_label))
-    callbacks += [LearningRateLog(), saver,
+    callbacks += [LearningRateLog(), saver, StopOnNonFiniteLoss(),
                   keras.callbacks.CSVLogger(str(run_dir / "train_log.csv"), append=True),
                   CurvesPlot(run_dir / "train_log.csv", run_dir / "training_curves.png", title)]
     if options.tensorboard:
