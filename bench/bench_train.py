@@ -3,12 +3,15 @@
 Same model, same chunks, same run: (a) the reference, model.fit on numpy arrays in memory
 without augmentation; (b) what train.py does, model.fit on ChunkBatches reading the on-disk store
 with the default augmentation and background prefetching. Headline: (b) / (a) in samples/s.
+On an NVIDIA GPU (with nvidia-ml-py installed) each contender's mean GPU utilisation is printed.
 
-    python bench/bench_train.py [--quick]
+    python bench/bench_train.py [--quick] [--steps N] [--set MODEL=efficientnet_b0 --set
+                                          MIXED_PRECISION=bfloat16 ...]
 """
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -20,13 +23,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from utils.augment import Augmenter  # noqa: E402
-from utils.batches import ChunkBatches  # noqa: E402
-from utils.cli import DEFAULTS_FILE  # noqa: E402
+from utils.batches import ChunkBatches, batch_threads  # noqa: E402
+from utils.cli import settings_from_cli  # noqa: E402
 from utils.extract import Job, Selection, extract_to_store  # noqa: E402
 from utils.models import build_model  # noqa: E402
-from utils.settings import load_settings  # noqa: E402
 from utils.spectrogram import SpecParams, row_frequencies  # noqa: E402
 from utils.synth import make_dataset  # noqa: E402
+from utils.training import TrainOptions  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "insectset32"
 
@@ -46,35 +49,85 @@ def build_store(workdir: Path, settings):
     return store
 
 
-def fit_seconds(model, data, batch_size: int) -> float:
-    started = time.perf_counter()
-    if isinstance(data, tuple):
-        model.fit(data[0], data[1], batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
-    else:
-        model.fit(data, epochs=1, verbose=0, shuffle=False)
-    return time.perf_counter() - started
+class GpuBusy:
+    """Mean utilisation of GPU 0 (percent of time a kernel ran, as nvidia-smi shows it) while a
+    block runs, sampled by NVML every 50 ms in a thread; None without nvidia-ml-py or a GPU."""
+
+    def __init__(self):
+        self.handle, self.samples = None, []
+        try:
+            import pynvml
+        except ImportError:
+            return
+        try:
+            pynvml.nvmlInit()
+            self.handle, self.nvml = pynvml.nvmlDeviceGetHandleByIndex(0), pynvml
+        except pynvml.NVMLError:  # no NVIDIA driver or GPU
+            pass
+
+    def __enter__(self):
+        self._stop = threading.Event()
+        if self.handle is not None:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.05):
+            self.samples.append(self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self.handle is not None:
+            self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return float(np.mean(self.samples)) if self.samples else None
 
 
-def fit_rates(model, contenders, steps: int, batch_size: int, repeats: int) -> list[float]:
+def fit_seconds(model, data, batch_size: int, busy: GpuBusy) -> float:
+    with busy:
+        started = time.perf_counter()
+        if isinstance(data, tuple):
+            model.fit(data[0], data[1], batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
+        else:
+            model.fit(data, epochs=1, verbose=0, shuffle=False)
+        return time.perf_counter() - started
+
+
+def fit_rates(model, contenders, steps: int, batch_size: int, repeats: int):
     """Samples per second of one epoch of ``steps`` batches for each contender: the best of
-    ``repeats``, taken in turns so that both see the same load on a shared machine."""
+    ``repeats``, taken in turns so that both see the same load on a shared machine; and each
+    contender's mean GPU utilisation over all its epochs (None without a GPU)."""
     best = [float("inf")] * len(contenders)
+    busy = [GpuBusy() for _ in contenders]
     for _ in range(repeats):
         for k, data in enumerate(contenders):
-            best[k] = min(best[k], fit_seconds(model, data, batch_size))
-    return [steps * batch_size / seconds for seconds in best]
+            best[k] = min(best[k], fit_seconds(model, data, batch_size, busy[k]))
+    return [steps * batch_size / seconds for seconds in best], [b.mean for b in busy]
+
+
+def busy_text(percent: float | None) -> str:
+    return "" if percent is None else f", GPU busy {percent:.0f}%"
 
 
 @click.command()
 @click.option("--quick", is_flag=True, help="Fewer steps (under a minute on 2 cores).")
-def main(quick):
-    settings = load_settings(DEFAULTS_FILE)
+@click.option("--steps", type=click.IntRange(1), default=None,
+              help="Batches per timed epoch [30; 6 with --quick]; a GPU needs a few hundred.")
+@click.option("--config", "config_file", default=None, help="Settings override file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one setting (MODEL, MIXED_PRECISION, BATCH_SIZE, AUGMENTATION...).")
+def main(quick, steps, config_file, overrides):
+    settings = settings_from_cli(config_file, overrides)
     store = build_store(Path(tempfile.mkdtemp()), settings)
     index = store.index[~store.index["noise"]]
     noise = store.index[store.index["noise"]]
     labels = sorted(index["label"].unique())
-    batch_size, steps = settings.BATCH_SIZE, (6 if quick else 30)
-    chosen = index.iloc[: steps * batch_size]
+    batch_size, steps = settings.BATCH_SIZE, steps or (6 if quick else 30)
+    # chunks repeat when the store holds fewer than the epoch needs (long GPU epochs)
+    chosen = index.iloc[np.resize(np.arange(len(index)), steps * batch_size)]
     targets = np.eye(len(labels), dtype=np.float32)[[labels.index(x) for x in chosen["label"]]]
     shards, rows = chosen["shard"].to_numpy(), chosen["row"].to_numpy()
     in_memory = (store.images(shards, rows)[..., None], targets)
@@ -83,20 +136,26 @@ def main(quick):
                           settings.AUGMENTATION_COUNT, seed=0,
                           row_hz=row_frequencies(SpecParams.from_dict(spec)))
     pipeline = ChunkBatches(store, shards, rows, targets, batch_size, shuffle=True, seed=0,
-                            augmenter=augmenter, prefetch=True,
+                            augmenter=augmenter,
+                            prefetch=settings.BATCH_THREADS or batch_threads(),
                             noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()))
-    model = build_model(settings.MODEL, (spec["height"], spec["width"], 1), len(labels))
+    if settings.MIXED_PRECISION != "off":
+        keras.config.set_dtype_policy(f"mixed_{settings.MIXED_PRECISION}")
+    model = build_model(settings.MODEL, (spec["height"], spec["width"], 1), len(labels),
+                        TrainOptions.from_settings(settings).architecture)
     model.compile(optimizer="adamw", loss="categorical_crossentropy")
     # build, compile and trace both input paths outside the timings
     model.fit(in_memory[0][:batch_size * 2], targets[:batch_size * 2], batch_size=batch_size,
               epochs=1, verbose=0)
     model.fit(pipeline, epochs=1, verbose=0, shuffle=False)
     repeats = 2 if quick else 3
-    reference, ours = fit_rates(model, [in_memory, pipeline], steps, batch_size, repeats)
-    print(f"backend {keras.backend.backend()}, model {settings.MODEL}, batch {batch_size}, "
-          f"{steps} steps, input {spec['height']}x{spec['width']}")
-    print(f"(a) in memory, no augmentation: {reference:7.1f} samples/s")
-    print(f"(b) store + augmentation:       {ours:7.1f} samples/s  ({sorted(augmenter.strengths)})")
+    (reference, ours), busy = fit_rates(model, [in_memory, pipeline], steps, batch_size, repeats)
+    print(f"backend {keras.backend.backend()}, model {settings.MODEL}, precision "
+          f"{settings.MIXED_PRECISION}, batch {batch_size}, {steps} steps, "
+          f"input {spec['height']}x{spec['width']}")
+    print(f"(a) in memory, no augmentation: {reference:7.1f} samples/s{busy_text(busy[0])}")
+    print(f"(b) store + augmentation:       {ours:7.1f} samples/s{busy_text(busy[1])}  "
+          f"({sorted(augmenter.strengths)})")
     print(f"RESULT train_input_ratio {ours / reference:.2f} target 0.9")
 
 

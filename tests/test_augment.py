@@ -145,10 +145,27 @@ def test_batches_depend_on_seed_epoch_and_index_only(tmp_path):
     resumed = make(epoch=2)
     resumed[0]  # Keras peeks at batch 0 before training; that must not move the epoch
     assert all(np.array_equal(resumed[i][0], epochs[2][i]) for i in range(3))
-    prefetched = ChunkBatches(*args, shuffle=True, seed=3, prefetch=True,
-                              augmenter=Augmenter({"gaussian": 0.1}, 1.0, seed=3))
-    again = [[prefetched[i][0] for i in range(3)] for _ in range(3)]
-    assert all(np.array_equal(a, b) for x, y in zip(epochs, again) for a, b in zip(x, y))
+    for threads in (1, 4):  # built ahead in background threads: the same batches
+        prefetched = ChunkBatches(*args, shuffle=True, seed=3, prefetch=threads,
+                                  augmenter=Augmenter({"gaussian": 0.1}, 1.0, seed=3))
+        again = [[prefetched[i][0] for i in range(3)] for _ in range(3)]
+        assert all(np.array_equal(a, b) for x, y in zip(epochs, again) for a, b in zip(x, y))
+
+
+def test_one_augmenter_serves_several_threads_as_if_alone(batch):
+    """Batch-building threads share one Augmenter: each call must draw from its own batch's
+    generator, never from another thread's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x, y, noise = batch
+    augmenter = Augmenter({name: 0.2 for name in ("roll_v", "noise", "time_mask", "freq_mask",
+                                                  "gaussian", "eq", "crop")},
+                          probability=1.0, max_count=3, seed=0)
+    augment = lambda k: augmenter(x, y, noise, rng=np.random.default_rng(k))[0]  # noqa: E731
+    alone = [augment(k) for k in range(24)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        together = list(pool.map(augment, range(24)))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
 
 
 def test_eq_is_a_smooth_gain_per_row_that_keeps_floor_and_peak():

@@ -4,7 +4,7 @@ import pytest
 
 from tests.conftest import TINY, make_settings
 from utils import steps
-from utils.batches import ChunkBatches
+from utils.batches import ChunkBatches, batch_threads
 from utils.losses import make_loss
 from utils.model_io import load_model
 from utils.models import build_model
@@ -243,3 +243,12 @@ def test_weight_ema_leaves_training_alone_and_saves_the_averaged_weights(tmp_pat
     difference = max(np.abs(a - b).max() for a, b in zip(runs["raw"][1], runs["ema"][1]))
     assert difference > 1e-4  # but the averaged weights were kept
     assert steps.test_step(s.replace(RUN_NAME="ema"))["scored"] == 3
+
+
+def test_batch_threads_are_automatic_or_a_count():
+    from utils.training import TrainOptions
+
+    assert 1 <= batch_threads() <= 4
+    assert TrainOptions(batch_threads=3).batch_threads == 3
+    with pytest.raises(ValueError, match="BATCH_THREADS"):
+        TrainOptions(batch_threads=-1)

@@ -7,7 +7,8 @@ weights) are drawn per sample, shift, pitch, stretch and crop sizes once per bat
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 import keras
@@ -59,7 +60,6 @@ class Augmenter:
     max_count: int = 2
     seed: int = 0
     row_hz: np.ndarray | None = None  # centre frequency of each image row, top row first ("pitch")
-    _rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self):
         unknown = set(self.strengths) - set(AUGMENTATIONS)
@@ -71,7 +71,12 @@ class Augmenter:
             raise ValueError("the pitch augmentation needs a strength in (0, 1) and the image rows' "
                              "frequencies (row_hz)")
         self.names = sorted(self.strengths)
-        self._own_rng = self._rng = np.random.default_rng(self.seed)
+        self._own_rng = np.random.default_rng(self.seed)
+        self._batch_rng = threading.local()  # each batch-building thread's current generator
+
+    @property
+    def _rng(self) -> np.random.Generator:
+        return getattr(self._batch_rng, "rng", self._own_rng)
 
     def choose(self, batch: int) -> np.ndarray:
         """(batch, n_augmentations) booleans: which augmentations each sample gets."""
@@ -88,7 +93,7 @@ class Augmenter:
         training reproducible and resumable); without it the augmenter's own stream is used."""
         if not self.names or len(images) == 0:
             return images, targets
-        self._rng = rng if rng is not None else self._own_rng
+        self._batch_rng.rng = rng if rng is not None else self._own_rng
         chosen = self.choose(len(images))  # uses self._rng, set above
         x = ops.convert_to_tensor(images, dtype="float32")
         y = ops.convert_to_tensor(targets, dtype="float32")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import math
+import os
 import threading
 
 import keras
@@ -12,18 +13,28 @@ from sklearn.utils.class_weight import compute_class_weight
 from utils.store import Store
 
 
+def batch_threads() -> int:
+    """Threads that build training batches on this machine: half its cores, 1 to 4. On a 2-core
+    machine the model needs the other core; on a GPU host one thread fed an H200 a quarter of
+    what it trains on, four threads 0.39 and eight no more (BENCHMARKS.md, training input)."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
 class ChunkBatches(keras.utils.PyDataset):
     """(images, targets) batches from selected store rows; reshuffled every epoch when training."""
 
     def __init__(self, store: Store, shards: np.ndarray, rows: np.ndarray, targets: np.ndarray,
                  batch_size: int, shuffle: bool = False, seed: int = 0, augmenter=None,
                  noise: tuple[np.ndarray, np.ndarray] | None = None, balance: str = "none",
-                 classes: np.ndarray | None = None, epoch: int = 0, prefetch: bool = False,
+                 classes: np.ndarray | None = None, epoch: int = 0, prefetch: int = 0,
                  **kwargs):
         """``augmenter`` (utils.augment.Augmenter) changes training batches; ``noise`` is the
         (shards, rows) of the noise chunks it may mix in. ``balance`` with each chunk's class index
         in ``classes``: "weights" adds per-sample weights (sklearn's balanced class weights),
-        "sampling" draws each epoch's chunks with replacement so classes come up equally often."""
+        "sampling" draws each epoch's chunks with replacement so classes come up equally often.
+        ``prefetch``: background threads that build the batches asked for next while the model
+        trains (0: each batch is built when asked for). Batches depend on (seed, epoch, index)
+        only, so the thread count never changes them."""
         super().__init__(**kwargs)
         if balance not in ("none", "weights", "sampling"):
             raise ValueError(f"CLASS_BALANCE must be none, weights or sampling, got {balance!r}")
@@ -75,19 +86,24 @@ class ChunkBatches(keras.utils.PyDataset):
         self._last_index = index
         if not self.prefetch:
             return self._make_batch(self.epoch, index)
-        # One background thread builds every batch (so the augmenter is never used from two
-        # threads), and starts on the next one while the model trains on this one.
+        # The threads build this batch and the next ``prefetch`` ones while the model trains: an
+        # accelerator consumes batches faster than one thread augments them (BENCHMARKS.md).
         if self._pool is None:
-            self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches")
+            self._pool = cf.ThreadPoolExecutor(max_workers=self.prefetch, thread_name_prefix="batches")
         key = (self.epoch, index)
         future = self._pending.pop(key, None) or self._pool.submit(self._make_batch, *key)
-        following = (self.epoch, index + 1) if index + 1 < len(self) else (self.epoch + 1, 0)
-        self._pending = {following: self._pool.submit(self._make_batch, *following)}
+        ahead = {}
+        for _ in range(self.prefetch):
+            key = key[0], key[1] + 1
+            if key[1] == len(self):
+                key = key[0] + 1, 0
+            ahead[key] = self._pending.pop(key, None) or self._pool.submit(self._make_batch, *key)
+        self._pending = ahead
         return future.result()
 
     def _order_of(self, epoch: int) -> np.ndarray:
         """The order of ``epoch``, computed once and kept for it and the next (the prefetch
-        thread asks for the next epoch while the main thread is still in this one)."""
+        threads ask for the next epoch while the main thread is still in this one)."""
         if not self.shuffle:
             epoch = 0
         with self._orders_lock:

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from utils.augment import Augmenter
-from utils.batches import ChunkBatches
+from utils.batches import ChunkBatches, batch_threads
 from utils.callbacks import (CurvesPlot, LearningRateLog, ModelSaver, RandomStateBackup,
                              RecordingValidation, StopOnNonFiniteLoss, completed_epochs,
                              first_non_finite_epoch, truncate_log)
@@ -72,12 +72,15 @@ class TrainOptions:
     freeze_pretrained: bool = False
     mixed_precision: str = "off"
     data_parallel: bool = True
+    batch_threads: int = 0
     pooling_top_k: int = 3
     pooling_alpha: float = 5.0
 
     def __post_init__(self):
         if not 0 <= self.select_from <= 1:
             raise ValueError(f"SELECT_FROM must be in [0, 1], got {self.select_from}")
+        if self.batch_threads < 0:
+            raise ValueError(f"BATCH_THREADS must be 0 (automatic) or more, got {self.batch_threads}")
         if self.early_stopping and self.select_from == 1:
             raise ValueError("EARLY_STOPPING has nothing to stop when SELECT_FROM = 1 keeps the last "
                              "epoch; set SELECT_FROM below 1 (0 = any epoch may be best)")
@@ -123,7 +126,8 @@ class TrainOptions:
                    teachers=tuple(s["TEACHER"]), teacher_weight=s["TEACHER_WEIGHT"],
                    teacher_temperature=s["TEACHER_TEMPERATURE"], pretrained=s["PRETRAINED"],
                    pretrained_layers=s["PRETRAINED_LAYERS"], freeze_pretrained=s["FREEZE_PRETRAINED"],
-                   mixed_precision=s["MIXED_PRECISION"], data_parallel=s["DATA_PARALLEL"])
+                   mixed_precision=s["MIXED_PRECISION"], data_parallel=s["DATA_PARALLEL"],
+                   batch_threads=s["BATCH_THREADS"])
 
 
 @dataclass
@@ -239,7 +243,7 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
                                  shuffle=True, seed=options.seed, augmenter=augmenter,
                                  noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()),
                                  balance=options.class_balance, classes=primary, epoch=resumed_at,
-                                 prefetch=True)
+                                 prefetch=options.batch_threads or batch_threads())
     schedule = EpochSchedule(options.lr_schedule, options.learning_rate, options.learning_rate_end,
                              options.epochs, len(train_batches), options.warmup_epochs)
     model.compile(optimizer=make_optimizer(options.optimizer, schedule, options.weight_decay,
