@@ -137,7 +137,7 @@ def main(quick, steps, config_file, overrides):
                           row_hz=row_frequencies(SpecParams.from_dict(spec)))
     pipeline = ChunkBatches(store, shards, rows, targets, batch_size, shuffle=True, seed=0,
                             augmenter=augmenter,
-                            prefetch=settings.BATCH_THREADS or batch_threads(),
+                            prefetch=batch_threads(settings.BATCH_THREADS),
                             noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()))
     if settings.MIXED_PRECISION != "off":
         keras.config.set_dtype_policy(f"mixed_{settings.MIXED_PRECISION}")

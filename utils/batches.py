@@ -13,11 +13,12 @@ from sklearn.utils.class_weight import compute_class_weight
 from utils.store import Store
 
 
-def batch_threads() -> int:
-    """Threads that build training batches on this machine: half its cores, 1 to 4. On a 2-core
-    machine the model needs the other core; on a GPU host one thread fed an H200 a quarter of
-    what it trains on, four threads 0.39 and eight no more (BENCHMARKS.md, training input)."""
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
+def batch_threads(asked: int = 0) -> int:
+    """Threads that build training batches: ``asked`` (BATCH_THREADS), or for 0 half this
+    machine's cores, 1 to 4. On a 2-core machine the model needs the other core; on a GPU host one
+    thread fed an H200 a quarter of what it trains on, four threads 0.39 and eight no more
+    (BENCHMARKS.md, training input)."""
+    return asked or max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 class ChunkBatches(keras.utils.PyDataset):

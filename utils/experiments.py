@@ -19,7 +19,8 @@ KEY_SETTINGS = ("MODEL", "FILTERS", "WIDTH", "EPOCHS", "BATCH_SIZE", "LEARNING_R
 METRIC_COLUMNS = ("mlrap", "top1_accuracy", "top5_accuracy", "macro_roc_auc", "padded_cmap",
                   "row_micro_f1")
 # settings that name where things go, not what is computed: left out of the config hash
-NOT_HASHED = {"RUN_NAME", "RUNS_DIR", "LOG_LEVEL", "SPEC_WORKERS", "BATCH_THREADS", "TENSORBOARD", "EXPORT_PNG", "PNG_DIR"}
+NOT_HASHED = {"RUN_NAME", "RUNS_DIR", "LOG_LEVEL", "SPEC_WORKERS", "BATCH_THREADS", "TENSORBOARD",
+              "EXPORT_PNG", "PNG_DIR"}
 
 
 def fold_splits(recordings: list[Recording], folds: int, seed: int) -> list[dict[str, str]]:

@@ -243,7 +243,7 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
                                  shuffle=True, seed=options.seed, augmenter=augmenter,
                                  noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()),
                                  balance=options.class_balance, classes=primary, epoch=resumed_at,
-                                 prefetch=options.batch_threads or batch_threads())
+                                 prefetch=batch_threads(options.batch_threads))
     schedule = EpochSchedule(options.lr_schedule, options.learning_rate, options.learning_rate_end,
                              options.epochs, len(train_batches), options.warmup_epochs)
     model.compile(optimizer=make_optimizer(options.optimizer, schedule, options.weight_decay,
