@@ -29,7 +29,7 @@ from utils.extract import Job, Selection, extract_to_store  # noqa: E402
 from utils.models import build_model  # noqa: E402
 from utils.spectrogram import SpecParams, row_frequencies  # noqa: E402
 from utils.synth import make_dataset  # noqa: E402
-from utils.training import TrainOptions  # noqa: E402
+from utils.training import TrainOptions, precision_policy  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "insectset32"
 
@@ -135,14 +135,13 @@ def main(quick, steps, config_file, overrides):
     augmenter = Augmenter(dict(settings.AUGMENTATION), settings.AUGMENTATION_PROBABILITY,
                           settings.AUGMENTATION_COUNT, seed=0,
                           row_hz=row_frequencies(SpecParams.from_dict(spec)))
+    options = TrainOptions.from_settings(settings)  # what train.py builds the run from
     pipeline = ChunkBatches(store, shards, rows, targets, batch_size, shuffle=True, seed=0,
-                            augmenter=augmenter,
-                            prefetch=batch_threads(settings.BATCH_THREADS),
+                            augmenter=augmenter, prefetch=batch_threads(options.batch_threads),
                             noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()))
-    if settings.MIXED_PRECISION != "off":
-        keras.config.set_dtype_policy(f"mixed_{settings.MIXED_PRECISION}")
-    model = build_model(settings.MODEL, (spec["height"], spec["width"], 1), len(labels),
-                        TrainOptions.from_settings(settings).architecture)
+    keras.config.set_dtype_policy(precision_policy(options.mixed_precision))
+    model = build_model(options.model, (spec["height"], spec["width"], 1), len(labels),
+                        options.architecture)
     model.compile(optimizer="adamw", loss="categorical_crossentropy")
     # build, compile and trace both input paths outside the timings
     model.fit(in_memory[0][:batch_size * 2], targets[:batch_size * 2], batch_size=batch_size,

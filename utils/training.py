@@ -167,8 +167,7 @@ def train_model(store: Store, background: Mapping[str, list[str]], run_dir: str 
     previous_policy = keras.config.dtype_policy()
     previous_distribution = keras.distribution.distribution() if _has_distribution() else None
     try:
-        if options.mixed_precision != "off":
-            keras.config.set_dtype_policy(f"mixed_{options.mixed_precision}")
+        keras.config.set_dtype_policy(precision_policy(options.mixed_precision))
         if options.data_parallel:
             use_data_parallel()
         return _train(store, background, run_dir, options, extra_meta, splits)
@@ -176,6 +175,11 @@ def train_model(store: Store, background: Mapping[str, list[str]], run_dir: str 
         keras.config.set_dtype_policy(previous_policy)
         if _has_distribution():
             keras.distribution.set_distribution(previous_distribution)
+
+
+def precision_policy(mixed_precision: str) -> str:
+    """The Keras dtype policy of a MIXED_PRECISION setting ("off", "float16" or "bfloat16")."""
+    return "float32" if mixed_precision == "off" else f"mixed_{mixed_precision}"
 
 
 def _has_distribution() -> bool:
