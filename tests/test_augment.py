@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pytest
 
@@ -150,6 +152,11 @@ def test_batches_depend_on_seed_epoch_and_index_only(tmp_path):
                                   augmenter=Augmenter({"gaussian": 0.1}, 1.0, seed=3))
         again = [[prefetched[i][0] for i in range(3)] for _ in range(3)]
         assert all(np.array_equal(a, b) for x, y in zip(epochs, again) for a, b in zip(x, y))
+        workers = [t for t in threading.enumerate() if t.name.startswith("batches")]
+        assert workers and prefetched._pending
+        prefetched.close()  # training is over: its threads end, the batches built ahead are dropped
+        assert not any(t.is_alive() for t in workers) and not prefetched._pending
+        assert np.array_equal(prefetched[1][0], epochs[2][1])  # still usable: a new pool starts
 
 
 def test_one_augmenter_serves_several_threads_as_if_alone(batch):

@@ -130,5 +130,12 @@ class ChunkBatches(keras.utils.PyDataset):
             return images, targets, self.weights[chosen]
         return images, targets
 
+    def close(self) -> None:
+        """Stop the prefetch threads once training is over: the batches they were building ahead
+        are dropped, and a process that trains several models does not keep each one's threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool, self._pending = None, {}
+
     def on_epoch_end(self) -> None:
         """Nothing: the next epoch starts when its first batch is asked for (see __init__)."""

@@ -267,7 +267,10 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
     started = time.time()
     # shuffle=False: ChunkBatches orders chunks itself, from (seed, epoch); Keras' own shuffling
     # of batch indices would draw from a generator that a resumed run cannot restore
-    model.fit(train_batches, epochs=options.epochs, callbacks=callbacks, verbose=2, shuffle=False)
+    try:
+        model.fit(train_batches, epochs=options.epochs, callbacks=callbacks, verbose=2, shuffle=False)
+    finally:
+        train_batches.close()
     seconds = time.time() - started
     log_rows = read_log(run_dir / "train_log.csv")
     epochs_run = len(log_rows)
