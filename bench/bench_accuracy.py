@@ -28,10 +28,9 @@ import click  # noqa: E402
 import numpy as np  # noqa: E402
 
 from utils import steps  # noqa: E402
-from utils.cli import DEFAULTS_FILE, settings_from_cli  # noqa: E402
+from utils.cli import settings_from_cli  # noqa: E402
 from utils.experiments import NOT_HASHED  # noqa: E402
 from utils.fileio import read_json  # noqa: E402
-from utils.settings import load_settings  # noqa: E402
 from utils.log import setup_logging  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,10 +50,10 @@ def finished_run(s) -> tuple[dict, dict] | None:
     if not all(f.exists() for f in files):
         return None
     keys = sorted(set(s) - NOT_HASHED)
-    if set(keys) - set(read_json(files[0])["settings"]):
+    trained_with = read_json(files[0])["settings"]
+    if set(keys) - set(trained_with):
         return None  # trained before a setting existed: its default then may not be today's
-    saved = load_settings(DEFAULTS_FILE, files[0], [])
-    if saved.fingerprint(keys) != s.fingerprint(keys):
+    if s.replace(**{k: trained_with[k] for k in keys}).fingerprint(keys) != s.fingerprint(keys):
         return None
     click.echo(f"{folder}: finished with these settings; reported, not retrained")
     return read_json(files[1]), read_json(files[2])
