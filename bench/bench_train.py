@@ -22,14 +22,13 @@ import click  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from utils.augment import Augmenter  # noqa: E402
 from utils.batches import ChunkBatches, batch_threads  # noqa: E402
 from utils.cli import settings_from_cli  # noqa: E402
 from utils.extract import Job, Selection, extract_to_store  # noqa: E402
 from utils.models import build_model  # noqa: E402
-from utils.spectrogram import SpecParams, row_frequencies  # noqa: E402
+from utils.spectrogram import SpecParams  # noqa: E402
 from utils.synth import make_dataset  # noqa: E402
-from utils.training import TrainOptions, precision_policy  # noqa: E402
+from utils.training import TrainOptions, precision_policy, training_augmenter  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "insectset32"
 
@@ -132,10 +131,8 @@ def main(quick, steps, config_file, overrides):
     shards, rows = chosen["shard"].to_numpy(), chosen["row"].to_numpy()
     in_memory = (store.images(shards, rows)[..., None], targets)
     spec = store.settings["spec"]
-    augmenter = Augmenter(dict(settings.AUGMENTATION), settings.AUGMENTATION_PROBABILITY,
-                          settings.AUGMENTATION_COUNT, seed=0,
-                          row_hz=row_frequencies(SpecParams.from_dict(spec)))
     options = TrainOptions.from_settings(settings)  # what train.py builds the run from
+    augmenter = training_augmenter(options, spec)
     pipeline = ChunkBatches(store, shards, rows, targets, batch_size, shuffle=True, seed=0,
                             augmenter=augmenter, prefetch=batch_threads(options.batch_threads),
                             noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()))
@@ -149,12 +146,12 @@ def main(quick, steps, config_file, overrides):
     model.fit(pipeline, epochs=1, verbose=0, shuffle=False)
     repeats = 2 if quick else 3
     (reference, ours), busy = fit_rates(model, [in_memory, pipeline], steps, batch_size, repeats)
-    print(f"backend {keras.backend.backend()}, model {settings.MODEL}, precision "
-          f"{settings.MIXED_PRECISION}, batch {batch_size}, {steps} steps, "
+    print(f"backend {keras.backend.backend()}, model {options.model}, precision "
+          f"{options.mixed_precision}, batch {batch_size}, {steps} steps, "
           f"input {spec['height']}x{spec['width']}")
     print(f"(a) in memory, no augmentation: {reference:7.1f} samples/s{busy_text(busy[0])}")
     print(f"(b) store + augmentation:       {ours:7.1f} samples/s{busy_text(busy[1])}  "
-          f"({sorted(augmenter.strengths)})")
+          f"({sorted(augmenter.strengths) if augmenter else 'no augmentation'})")
     print(f"RESULT train_input_ratio {ours / reference:.2f} target 0.9")
 
 

@@ -249,5 +249,6 @@ def test_batch_threads_are_automatic_or_a_count():
     from utils.training import TrainOptions
 
     assert 1 <= batch_threads() <= 4 and batch_threads(6) == 6
+    assert TrainOptions(batch_threads=3).batch_threads == 3
     with pytest.raises(ValueError, match="BATCH_THREADS"):
         TrainOptions(batch_threads=-1)

@@ -182,6 +182,16 @@ def precision_policy(mixed_precision: str) -> str:
     return "float32" if mixed_precision == "off" else f"mixed_{mixed_precision}"
 
 
+def training_augmenter(options: TrainOptions, spec: dict) -> Augmenter | None:
+    """The augmentation of training batches that ``options`` ask for (None for none), with the
+    frequency of each image row of the store's ``spec`` (pitch changes need it)."""
+    if not options.augmentation:
+        return None
+    return Augmenter(dict(options.augmentation), options.augmentation_probability,
+                     options.augmentation_count, seed=options.seed,
+                     row_hz=row_frequencies(SpecParams.from_dict(spec)))
+
+
 def _has_distribution() -> bool:
     return keras.backend.backend() == "jax"  # keras.distribution is JAX-only today
 
@@ -236,11 +246,7 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
             "pooling": options.pooling, "train_options": asdict(options), **(extra_meta or {})}
     backup = run_dir / "backup"
     resumed_at = prepare_resume(backup, run_dir / "train_log.csv", {**meta, "store": str(store.root)})
-    augmenter = None
-    if options.augmentation:
-        augmenter = Augmenter(dict(options.augmentation), options.augmentation_probability,
-                              options.augmentation_count, seed=options.seed,
-                              row_hz=row_frequencies(SpecParams.from_dict(spec)))
+    augmenter = training_augmenter(options, spec)
     noise = index[(index["split"] == "train") & index["noise"]]
     primary = np.asarray([classes.index(label[0]) for label in train.labels])
     train_batches = ChunkBatches(store, train.shards, train.rows, train.targets, options.batch_size,
