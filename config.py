@@ -71,6 +71,10 @@ WIDTH = 1                                    # filter multiplier (wide-ResNet K)
 DOWNSAMPLING: Literal["pool", "stride"] = "pool"  # halve resolution by max pooling or strided convs
 STEM_DOWNSAMPLING = [4, 4]                   # resnet stem shrinks [frequency, time] by 1, 2 or 4;
                                              # less in frequency keeps fine spectral lines apart
+MIN_FREQUENCY_ROWS = 0                       # resnet stages stop halving the frequency axis at this many
+                                             # rows (the frequency head's bands); 0 = halve in every stage
+SQUEEZE_EXCITATION = False                   # resnet: each block reweights its channels by a gate computed
+                                             # from their means over the chunk (SE, Hu et al. 2018)
 DROPOUT = 0.5                                # dropout rate in the head
 DROPOUT_TYPE: Literal["random", "channel", "location"] = "random"  # units, feature maps, positions
 HEAD: Literal["pool", "attention", "frequency"] = "frequency"  # frequency: mean+max over time per band

@@ -14,6 +14,10 @@ SHAPE = (32, 64, 1)
     ("baseline", {"filters": [8, 16], "downsampling": "stride", "dropout_type": "channel"}),
     ("resnet", {"filters": [8, 16], "width": 2, "blocks_per_stage": 2, "kernel_sizes": [5, 3]}),
     ("resnet", {"filters": [8, 16], "downsampling": "stride", "dropout_type": "location"}),
+    ("resnet", {"filters": [8, 16, 16], "squeeze_excitation": True, "min_frequency_rows": 4,
+                "head": "frequency"}),
+    ("resnet", {"filters": [8, 16, 16], "downsampling": "stride", "squeeze_excitation": True,
+                "min_frequency_rows": 4}),
     ("resnet", {"filters": [8, 16], "head": "attention"}),
     ("resnet", {"filters": [8, 16], "head": "attention", "multi_label": True}),
     ("resnet", {"filters": [8, 16], "head": "frequency", "frequency_channel": True}),
@@ -58,8 +62,39 @@ def test_the_stem_shrinks_each_axis_by_its_own_factor(stem, rows, columns):
     assert model.get_layer("body_out_relu").output.shape[1:3] == (rows, columns)
 
 
+@pytest.mark.parametrize("downsampling", ["pool", "stride"])
+@pytest.mark.parametrize("min_rows, rows", [(0, 2), (8, 8), (16, 16), (4, 4)])
+def test_stages_stop_halving_frequency_at_min_frequency_rows(downsampling, min_rows, rows):
+    """The stem leaves 16 rows and 32 columns; three halving stages follow. Time is halved in
+    every one of them, frequency only while more than MIN_FREQUENCY_ROWS rows are left."""
+    model = build_model("resnet", (64, 128, 1), 3, filters=[8, 8, 8, 8], downsampling=downsampling,
+                        min_frequency_rows=min_rows)
+    assert model.get_layer("body_out_relu").output.shape[1:3] == (rows, 4)
+
+
+def test_squeeze_excitation_gates_each_blocks_residual_branch():
+    """A gate shut (sigmoid of a large negative bias) leaves only the shortcut: the block's output
+    is then its input, so the wiring puts the gate on the residual branch, not the sum."""
+    import keras
+    model = build_model("resnet", SHAPE, 3, filters=[8, 8], squeeze_excitation=True)
+    gates = [layer for layer in model.layers if layer.name.endswith("_se_expand")]
+    assert [g.name for g in gates] == ["stage1_block1_se_expand", "stage2_block1_se_expand"]
+    x = np.random.default_rng(2).random((2, *SHAPE)).astype("float32")
+    block_in = keras.Model(model.inputs, model.get_layer("stage2_pool").output)
+    block_out = keras.Model(model.inputs, model.get_layer("stage2_block1_add").output)
+    gate_out = keras.Model(model.inputs, model.get_layer("stage2_block1_se_expand").output)
+    gate = np.asarray(gate_out.predict_on_batch(x))
+    assert gate.shape == (2, 1, 1, 8) and ((gate > 0) & (gate < 1)).all()
+    kernel, bias = gates[1].get_weights()
+    gates[1].set_weights([np.zeros_like(kernel), np.full_like(bias, -100.0)])
+    assert np.allclose(block_out.predict_on_batch(x), block_in.predict_on_batch(x), atol=1e-6)
+    without = build_model("resnet", SHAPE, 3, filters=[8, 8])
+    assert not any(layer.name.endswith("_se") for layer in without.layers)
+
+
 @pytest.mark.parametrize("bad", [{"head": "gru"}, {"dropout_type": "gaussian"}, {"downsampling": "avg"},
-                                 {"stem_downsampling": (3, 4)}, {"stem_downsampling": (4,)}])
+                                 {"stem_downsampling": (3, 4)}, {"stem_downsampling": (4,)},
+                                 {"min_frequency_rows": -1}])
 def test_bad_model_options_are_refused(bad):
     with pytest.raises(ValueError):
         build_model("resnet", SHAPE, 3, filters=[8], **bad)

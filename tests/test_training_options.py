@@ -98,7 +98,7 @@ def test_class_balance_by_weights_and_by_sampling(tmp_path):
 @pytest.mark.parametrize("options", [
     ["OPTIMIZER=nesterov", "LR_SCHEDULE=step-1", "LOSS=focal", "CLASS_BALANCE=weights",
      "L2_WEIGHT=0.0001", "GRADIENT_CLIP=1.0", "LABEL_SMOOTHING=0.1", "TENSORBOARD=True",
-     "CEPSTRUM_FEATURES=True"],
+     "CEPSTRUM_FEATURES=True", "SQUEEZE_EXCITATION=True"],
     ["OPTIMIZER=adam", "LR_SCHEDULE=root", "MULTI_LABEL=True", "CLASS_BALANCE=sampling",
      "AUGMENTATION={'mixup': 0.4, 'crop': 0.1, 'noise': 0.5}", "WARMUP_EPOCHS=0.5"],
 ])
@@ -115,6 +115,7 @@ def test_training_runs_with_other_options(tmp_path, tiny_raw, options):
     model, _ = load_model(tmp_path / "runs" / "default" / "best.keras")
     layers = {layer.name for layer in model.layers}
     assert ("cepstrum" in layers) == ("CEPSTRUM_FEATURES=True" in options)
+    assert ("stage1_block1_se" in layers) == ("SQUEEZE_EXCITATION=True" in options)
 
 
 def test_mixed_precision_applies_to_the_run_only(tmp_path, tiny_raw):

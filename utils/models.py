@@ -41,6 +41,8 @@ class ModelOptions:
     frequency_channel: bool = False           # add an input channel holding each row's position
     stem_downsampling: tuple[int, int] = (4, 4)  # resnet stem: (frequency, time) factor, 1, 2 or 4
     cepstrum_features: bool = False           # head also sees the input's cepstrum (not "attention")
+    squeeze_excitation: bool = False          # resnet: each block reweights its channels (SE)
+    min_frequency_rows: int = 0               # resnet stages stop halving frequency at this many rows
 
 
 def _dropout(rate: float, kind: str, name: str):
@@ -156,15 +158,30 @@ def _bn_relu(x, name):
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
-def _residual_block(x, filters: int, kernel: int, stride: int, name: str, l2=None):
-    """Pre-activation residual block: BN-ReLU-Conv-BN-ReLU-Conv plus a (projected) shortcut."""
+def _squeeze_excite(x, name: str):
+    """Squeeze-and-excitation (Hu et al. 2018): the block's channels are reweighted by a gate
+    computed from their means over the whole image, so a feature can be turned up or down by
+    what else the chunk holds."""
+    channels = x.shape[-1]
+    gate = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_pool")(x)
+    gate = layers.Dense(max(channels // 4, 4), activation="relu", name=f"{name}_se_reduce")(gate)
+    gate = layers.Dense(channels, activation="sigmoid", name=f"{name}_se_expand")(gate)
+    return layers.Multiply(name=f"{name}_se")([x, gate])
+
+
+def _residual_block(x, filters: int, kernel: int, stride: tuple[int, int], name: str, l2=None,
+                    squeeze_excitation: bool = False):
+    """Pre-activation residual block: BN-ReLU-Conv-BN-ReLU-Conv (then SE when asked) plus a
+    (projected) shortcut."""
     shortcut = x
     y = _bn_relu(x, f"{name}_1")
-    if stride != 1 or x.shape[-1] != filters:
+    if stride != (1, 1) or x.shape[-1] != filters:
         shortcut = _conv(filters, 1, stride, l2, f"{name}_proj")(y)
     y = _conv(filters, kernel, stride, l2, f"{name}_conv1")(y)
     y = _bn_relu(y, f"{name}_2")
     y = _conv(filters, kernel, 1, l2, f"{name}_conv2")(y)
+    if squeeze_excitation:
+        y = _squeeze_excite(y, name)
     return layers.Add(name=f"{name}_add")([shortcut, y])
 
 
@@ -173,7 +190,9 @@ def resnet_body(x, options: ModelOptions, l2):
 
     The stem shrinks each axis by 4 (a strided convolution, then max pooling) unless
     ``stem_downsampling`` says less: fine frequency structure (harmonics or pulse-rate sidebands a
-    few rows apart) then reaches the first residual stage unmerged, at that stage's cost."""
+    few rows apart) then reaches the first residual stage unmerged, at that stage's cost.
+    ``min_frequency_rows`` stops the stages halving the frequency axis once it is that small (they
+    go on halving time), so the frequency head gets narrower bands."""
     conv_stride = tuple(min(factor, 2) for factor in options.stem_downsampling)
     pool = tuple(factor // stride for factor, stride in zip(options.stem_downsampling, conv_stride))
     x = _conv(options.filters[0] * options.width, 5, conv_stride, l2, "stem_conv")(x)
@@ -182,13 +201,14 @@ def resnet_body(x, options: ModelOptions, l2):
         x = layers.MaxPooling2D(pool, name="stem_pool")(x)
     for stage, base in enumerate(options.filters):
         width = base * options.width
+        halve = (1 if x.shape[1] <= options.min_frequency_rows else 2, 2)
         for block in range(options.blocks_per_stage):
             first = stage > 0 and block == 0
-            stride = 2 if first and options.downsampling == "stride" else 1
+            stride = halve if first and options.downsampling == "stride" else (1, 1)
             if first and options.downsampling == "pool":
-                x = layers.MaxPooling2D(2, name=f"stage{stage + 1}_pool")(x)
+                x = layers.MaxPooling2D(halve, name=f"stage{stage + 1}_pool")(x)
             x = _residual_block(x, width, _kernel(options, stage), stride,
-                                f"stage{stage + 1}_block{block + 1}", l2)
+                                f"stage{stage + 1}_block{block + 1}", l2, options.squeeze_excitation)
     return _bn_relu(x, "body_out")
 
 
@@ -300,6 +320,8 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
         raise ValueError("FILTERS needs at least one stage; DOWNSAMPLING is pool or stride")
     if len(options.stem_downsampling) != 2 or not set(options.stem_downsampling) <= {1, 2, 4}:
         raise ValueError("STEM_DOWNSAMPLING is [frequency, time], each 1, 2 or 4")
+    if options.min_frequency_rows < 0:
+        raise ValueError("MIN_FREQUENCY_ROWS is a number of rows, 0 = no limit")
     if options.cepstrum_features and options.head == "attention":
         raise ValueError("CEPSTRUM_FEATURES needs clip-level pooling: HEAD 'pool' or 'frequency'")
     l2 = keras.regularizers.L2(options.l2) if options.l2 > 0 else None

@@ -107,7 +107,8 @@ class TrainOptions:
             stem_downsampling=tuple(s["STEM_DOWNSAMPLING"]), dropout=s["DROPOUT"],
             dropout_type=s["DROPOUT_TYPE"], head=s["HEAD"], multi_label=s["MULTI_LABEL"],
             l2=s["L2_WEIGHT"], dense_units=s["DENSE_UNITS"], frequency_channel=s["FREQUENCY_CHANNEL"],
-            cepstrum_features=s["CEPSTRUM_FEATURES"])
+            cepstrum_features=s["CEPSTRUM_FEATURES"], squeeze_excitation=s["SQUEEZE_EXCITATION"],
+            min_frequency_rows=s["MIN_FREQUENCY_ROWS"])
         return cls(model=s["MODEL"], architecture=architecture, epochs=s["EPOCHS"],
                    batch_size=s["BATCH_SIZE"], learning_rate=s["LEARNING_RATE"],
                    weight_decay=s["WEIGHT_DECAY"], snapshot_epochs=s["SNAPSHOT_EPOCHS"],
