@@ -3,9 +3,10 @@
 Families: "baseline" (the 2018 baseline's plain CNN: conv groups with batch norm and max pooling
 or strided convolutions), "pi" (the baseline's small model: strided convolutions and two dense
 layers), "resnet" (a pre-activation wide ResNet: FILTERS times WIDTH per stage,
-BLOCKS_PER_STAGE blocks), and "efficientnet_b0".."efficientnet_b3" (keras.applications, random
-weights: nothing is downloaded). Heads: "pool" (global average pooling, one score per class) or
-"attention" (sound event detection: per-frame scores and attention over time, pooled to clip
+BLOCKS_PER_STAGE blocks, optionally with squeeze-and-excitation), and
+"efficientnet_b0".."efficientnet_b3" (keras.applications, random weights: nothing is downloaded).
+Heads: "frequency" (mean and max over time per frequency band), "pool" (global average pooling)
+or "attention" (sound event detection: per-frame scores and attention over time, pooled to clip
 scores; the frame scores stay reachable through :func:`frame_score_model`).
 """
 from __future__ import annotations
