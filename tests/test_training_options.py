@@ -73,7 +73,11 @@ def test_losses():
 
 def test_l2_adds_kernel_penalties():
     assert not build_model("resnet", (16, 32, 1), 2, filters=[4]).losses
-    assert len(build_model("resnet", (16, 32, 1), 2, filters=[4], l2=1e-4).losses) > 3
+    for extra in ({}, {"squeeze_excitation": True}):  # every kernel: the SE gates' too
+        model = build_model("resnet", (16, 32, 1), 2, filters=[4, 4], l2=1e-4, **extra)
+        kernels = [layer for layer in model.layers if hasattr(layer, "kernel_regularizer")]
+        assert len(kernels) > 3 and all(layer.kernel_regularizer is not None for layer in kernels)
+        assert len(model.losses) == len(kernels)
 
 
 def test_class_balance_by_weights_and_by_sampling(tmp_path):

@@ -159,14 +159,16 @@ def _bn_relu(x, name):
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
-def _squeeze_excite(x, name: str):
+def _squeeze_excite(x, name: str, l2=None):
     """Squeeze-and-excitation (Hu et al. 2018): the block's channels are reweighted by a gate
     computed from their means over the whole image, so a feature can be turned up or down by
     what else the chunk holds."""
     channels = x.shape[-1]
     gate = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_pool")(x)
-    gate = layers.Dense(max(channels // 4, 4), activation="relu", name=f"{name}_se_reduce")(gate)
-    gate = layers.Dense(channels, activation="sigmoid", name=f"{name}_se_expand")(gate)
+    gate = layers.Dense(max(channels // 4, 4), activation="relu", kernel_regularizer=l2,
+                        name=f"{name}_se_reduce")(gate)
+    gate = layers.Dense(channels, activation="sigmoid", kernel_regularizer=l2,
+                        name=f"{name}_se_expand")(gate)
     return layers.Multiply(name=f"{name}_se")([x, gate])
 
 
@@ -182,7 +184,7 @@ def _residual_block(x, filters: int, kernel: int, stride: tuple[int, int], name:
     y = _bn_relu(y, f"{name}_2")
     y = _conv(filters, kernel, 1, l2, f"{name}_conv2")(y)
     if squeeze_excitation:
-        y = _squeeze_excite(y, name)
+        y = _squeeze_excite(y, name, l2)
     return layers.Add(name=f"{name}_add")([shortcut, y])
 
 
