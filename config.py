@@ -75,6 +75,9 @@ MIN_FREQUENCY_ROWS = 0                       # resnet stages stop halving the fr
                                              # rows (the frequency head's bands); 0 = halve in every stage
 SQUEEZE_EXCITATION = False                   # resnet: each block reweights its channels by a gate computed
                                              # from their means over the chunk (SE, Hu et al. 2018)
+DROP_PATH = 0.0                              # resnet: stochastic depth, the chance that a training sample
+                                             # skips the deepest block's residual branch (earlier blocks
+                                             # less, linearly); 0 = off
 DROPOUT = 0.5                                # dropout rate in the head
 DROPOUT_TYPE: Literal["random", "channel", "location"] = "random"  # units, feature maps, positions
 HEAD: Literal["pool", "attention", "frequency"] = "frequency"  # frequency: mean+max over time per band

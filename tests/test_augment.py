@@ -25,7 +25,7 @@ def test_each_augmentation_changes_only_chosen_samples(batch, name):
     augmenter = Augmenter({name: 0.3}, probability=0.5, max_count=1, seed=3, row_hz=row_hz)
     chosen = augmenter.choose(len(x))[:, 0]
     augmenter = Augmenter({name: 0.3}, probability=0.5, max_count=1, seed=3, row_hz=row_hz)  # same draws
-    xa, ya = augmenter(x, y, noise)
+    xa, ya = augmenter(x, y, noise, same_class=np.roll(x, 1, axis=0))
     changed = np.abs(xa - x).reshape(len(x), -1).max(axis=1) > 1e-6
     assert xa.shape == x.shape and xa.dtype == np.float32
     assert xa.min() >= 0 and xa.max() <= 1 + 1e-6
@@ -127,6 +127,53 @@ def test_training_batches_mix_in_noise_chunks(tmp_path):
                          noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()))
     x, y = mixed[0]
     assert x.shape == (4, 8, 12, 1) and (x.reshape(4, -1).max(axis=1) > 0).all() and x.max() <= 1
+
+
+def test_same_class_partners_come_from_the_class_and_another_recording():
+    from utils.batches import SameClassPartners
+
+    classes = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2])
+    recordings = np.array(["a", "a", "b", "c", "c", "c", "d", "d", "d", "e", "f"])
+    shuffled = np.random.default_rng(5).permutation(len(classes))  # store order is arbitrary
+    classes, recordings = classes[shuffled], recordings[shuffled]
+    partners = SameClassPartners(classes, recordings)
+    chunks = np.repeat(np.arange(len(classes)), 400)
+    drawn = partners.draw(chunks, np.random.default_rng(0))
+    assert (classes[drawn] == classes[chunks]).all()
+    several = classes[chunks] != 1  # class 1 has one recording: any of its chunks will do
+    assert (recordings[drawn][several] != recordings[chunks][several]).all()
+    for chunk in range(len(classes)):
+        mine = drawn[chunks == chunk]
+        allowed = (classes == classes[chunk]) & ((recordings != recordings[chunk]) | (classes == 1))
+        assert set(mine) == set(np.flatnonzero(allowed))  # every allowed partner, nothing else
+        counts = np.bincount(mine, minlength=len(classes))[allowed]
+        assert counts.min() > 0.6 * counts.mean()  # about evenly
+
+
+def test_same_class_batches_mix_in_another_recording_of_the_class(tmp_path):
+    from utils.batches import ChunkBatches
+    from utils.store import StoreWriter
+
+    writer = StoreWriter(tmp_path / "s", {"spec": {"height": 8, "width": 12}}, shard_size=100)
+    for recording, label, value in (("quiet", "a", 0), ("loud", "a", 200), ("only", "b", 0)):
+        rows = [{"recording": recording, "label": label, "split": "train", "start": float(i),
+                 "s2n": 0.1, "noise": False} for i in range(4)]
+        writer.add(recording, np.full((4, 8, 12), value, np.uint8), rows)
+    store = writer.close()
+    index = store.index
+    classes = (index["label"] == "b").to_numpy().astype(int)
+    targets = np.eye(2, dtype=np.float32)[classes]
+    augmenter = Augmenter({"same_class": 0.5}, probability=1.0, seed=0)
+    with pytest.raises(ValueError, match="class and recording"):
+        ChunkBatches(store, index["shard"], index["row"], targets, 12, augmenter=augmenter)
+    batches = ChunkBatches(store, index["shard"], index["row"], targets, 12, augmenter=augmenter,
+                           classes=classes, recordings=index["recording"].to_numpy())
+    x, y = batches[0]
+    peak = x.reshape(12, -1).max(axis=1)
+    recording = index["recording"].to_numpy()
+    assert (peak[recording == "quiet"] > 0).all()  # the loud recording of its class mixed in
+    assert (peak[recording == "only"] == 0).all()  # its class has only silent chunks to mix in
+    assert np.array_equal(y, targets) and x.max() <= 1
 
 
 def test_batches_depend_on_seed_epoch_and_index_only(tmp_path):

@@ -18,6 +18,7 @@ SHAPE = (32, 64, 1)
                 "head": "frequency"}),
     ("resnet", {"filters": [8, 16, 16], "downsampling": "stride", "squeeze_excitation": True,
                 "min_frequency_rows": 4}),
+    ("resnet", {"filters": [8, 16], "blocks_per_stage": 2, "drop_path": 0.3}),
     ("resnet", {"filters": [8, 16], "head": "attention"}),
     ("resnet", {"filters": [8, 16], "head": "attention", "multi_label": True}),
     ("resnet", {"filters": [8, 16], "head": "frequency", "frequency_channel": True}),
@@ -92,9 +93,34 @@ def test_squeeze_excitation_gates_each_blocks_residual_branch():
     assert not any(layer.name.endswith("_se") for layer in without.layers)
 
 
+def test_drop_path_skips_whole_residual_branches_more_often_deeper():
+    """Stochastic depth: block k of n is skipped with chance DROP_PATH * k / n, for a whole sample
+    at once. In a block without projection a skipped sample leaves it unchanged; at inference
+    none is skipped."""
+    import keras
+    model = build_model("resnet", SHAPE, 3, filters=[8, 8], blocks_per_stage=2, drop_path=0.8)
+    drops = [layer for layer in model.layers if layer.name.endswith("_drop_path")]
+    assert [(d.name, round(d.rate, 6)) for d in drops] == [
+        ("stage1_block1_drop_path", 0.2), ("stage1_block2_drop_path", 0.4),
+        ("stage2_block1_drop_path", 0.6), ("stage2_block2_drop_path", 0.8)]
+    last_block = keras.Model(model.input, [model.get_layer("stage2_block1_add").output,
+                                           model.get_layer("stage2_block2_add").output])
+    x = np.random.default_rng(3).random((64, *SHAPE)).astype("float32")
+    keras.utils.set_random_seed(0)
+    block_in, block_out = (np.asarray(v) for v in last_block(x, training=True))
+    unchanged = np.isclose(block_in, block_out, atol=1e-6)
+    skipped = unchanged.all(axis=(1, 2, 3))
+    assert 30 < skipped.sum() < 64  # about 0.8 of 64 samples
+    assert unchanged[~skipped].mean(axis=(1, 2, 3)).max() < 0.5  # whole samples, not pixels
+    block_in, block_out = (np.asarray(v) for v in last_block(x, training=False))
+    assert not np.isclose(block_in, block_out, atol=1e-6).all(axis=(1, 2, 3)).any()
+    assert not any(layer.name.endswith("_drop_path") for layer in build_model("resnet", SHAPE, 3,
+                                                                              filters=[8]).layers)
+
+
 @pytest.mark.parametrize("bad", [{"head": "gru"}, {"dropout_type": "gaussian"}, {"downsampling": "avg"},
                                  {"stem_downsampling": (3, 4)}, {"stem_downsampling": (4,)},
-                                 {"min_frequency_rows": -1}])
+                                 {"min_frequency_rows": -1}, {"drop_path": 1.0}, {"drop_path": -0.1}])
 def test_bad_model_options_are_refused(bad):
     with pytest.raises(ValueError):
         build_model("resnet", SHAPE, 3, filters=[8], **bad)

@@ -104,7 +104,7 @@ def test_class_balance_by_weights_and_by_sampling(tmp_path):
      "L2_WEIGHT=0.0001", "GRADIENT_CLIP=1.0", "LABEL_SMOOTHING=0.1", "TENSORBOARD=True",
      "CEPSTRUM_FEATURES=True", "SQUEEZE_EXCITATION=True"],
     ["OPTIMIZER=adam", "LR_SCHEDULE=root", "MULTI_LABEL=True", "CLASS_BALANCE=sampling",
-     "AUGMENTATION={'mixup': 0.4, 'crop': 0.1, 'noise': 0.5}", "WARMUP_EPOCHS=0.5"],
+     "AUGMENTATION={'mixup': 0.4, 'crop': 0.1, 'noise': 0.5, 'same_class': 0.5}", "WARMUP_EPOCHS=0.5", "DROP_PATH=0.2"],
 ])
 def test_training_runs_with_other_options(tmp_path, tiny_raw, options):
     s = make_settings(tmp_path, *TINY, f"RAW_DATA={tiny_raw}", "EPOCHS=2", *options)
@@ -120,6 +120,7 @@ def test_training_runs_with_other_options(tmp_path, tiny_raw, options):
     layers = {layer.name for layer in model.layers}
     assert ("cepstrum" in layers) == ("CEPSTRUM_FEATURES=True" in options)
     assert ("stage1_block1_se" in layers) == ("SQUEEZE_EXCITATION=True" in options)
+    assert ("stage1_block1_drop_path" in layers) == ("DROP_PATH=0.2" in options)
 
 
 def test_mixed_precision_applies_to_the_run_only(tmp_path, tiny_raw):

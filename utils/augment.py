@@ -25,6 +25,8 @@ AUGMENTATIONS = {
     "stretch": "largest relative change of the tempo at the same pitch (0.1 = +-10%: insects' and frogs' "
                "pulse and chirp rates follow temperature)",
     "noise": "largest weight of a random noise-set chunk added to the image",
+    "same_class": "largest weight of a chunk of the same class from another recording added to the "
+                  "image (two individuals or sites at once: what they share is the species')",
     "gaussian": "standard deviation of added gaussian noise",
     "time_mask": "widest SpecAugment time mask, as a share of the width",
     "freq_mask": "widest SpecAugment frequency mask, as a share of the height",
@@ -88,24 +90,29 @@ class Augmenter:
         return chosen
 
     def __call__(self, images: np.ndarray, targets: np.ndarray, noise: np.ndarray | None = None,
-                 rng: np.random.Generator | None = None):
-        """``rng`` makes the batch's randomness come from the caller (per-batch seeds make
-        training reproducible and resumable); without it the augmenter's own stream is used."""
+                 rng: np.random.Generator | None = None, same_class: np.ndarray | None = None):
+        """``noise``: chunks of the noise set ("noise" mixes random ones in); ``same_class``: one
+        chunk per image, of its class but from another recording ("same_class" mixes each image
+        with its own; the targets stay, so a partner's background labels are not added). ``rng``
+        makes the batch's randomness come from the caller (per-batch seeds make training
+        reproducible and resumable); without it the augmenter's own stream is used."""
         if not self.names or len(images) == 0:
             return images, targets
         self._batch_rng.rng = rng if rng is not None else self._own_rng
         chosen = self.choose(len(images))  # uses self._rng, set above
         x = ops.convert_to_tensor(images, dtype="float32")
         y = ops.convert_to_tensor(targets, dtype="float32")
+        mixed_in = {"noise": noise, "same_class": same_class}  # chunks from outside the batch
         for column, name in enumerate(self.names):
-            if not chosen[:, column].any() or (name == "noise" and (noise is None or not len(noise))):
+            chunks = mixed_in.get(name)
+            if not chosen[:, column].any() or (name in mixed_in and (chunks is None or not len(chunks))):
                 continue
             mask = ops.convert_to_tensor(chosen[:, column])
             strength = float(self.strengths[name])
             if name == "mixup":
                 x, y = self._mixup(x, y, mask, strength)
                 continue
-            changed = self._ops[name](self, x, strength, noise)
+            changed = self._ops[name](self, x, strength, chunks)
             x = ops.where(ops.reshape(mask, (-1, 1, 1, 1)), changed, x)
         return ops.convert_to_numpy(x), ops.convert_to_numpy(y)
 
@@ -128,12 +135,17 @@ class Augmenter:
         limit = max(1, int(share * size))
         return ops.roll(x, int(self._rng.integers(-limit, limit + 1)), axis=axis)
 
-    def _noise(self, x, strength, noise):
-        picks = self._rng.integers(0, len(noise), len(x))
-        chunk = ops.convert_to_tensor(np.asarray(noise)[picks], dtype="float32")
+    def _add(self, x, strength, chunks):
+        """Each image plus its own chunk of ``chunks``, weighted by up to ``strength``, scaled
+        back into [0, 1] where the sum went above."""
+        chunk = ops.convert_to_tensor(np.asarray(chunks), dtype="float32")
         weight = self._uniform((len(x), 1, 1, 1), 0.0, strength)
         mixed = x + weight * chunk
         return mixed / ops.maximum(ops.max(mixed, axis=(1, 2, 3), keepdims=True), 1.0)
+
+    def _noise(self, x, strength, noise):
+        picks = self._rng.integers(0, len(noise), len(x))
+        return self._add(x, strength, np.asarray(noise)[picks])
 
     def _band_mask(self, x, share, axis):
         size = x.shape[axis]
@@ -223,6 +235,7 @@ class Augmenter:
         "pitch": lambda self, x, s, n: self._pitch(x, self._factor(s)),
         "stretch": lambda self, x, s, n: self._stretch(x, self._factor(s)),
         "noise": lambda self, x, s, n: self._noise(x, s, n),
+        "same_class": lambda self, x, s, n: self._add(x, s, n),
         "gaussian": lambda self, x, s, n: ops.clip(x + keras.random.normal(x.shape, stddev=s, seed=self._key()), 0, 1),
         "time_mask": lambda self, x, s, n: self._band_mask(x, s, 2),
         "freq_mask": lambda self, x, s, n: self._band_mask(x, s, 1),

@@ -21,6 +21,31 @@ def batch_threads(asked: int = 0) -> int:
     return asked or max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
+class SameClassPartners:
+    """Draws, for chunks, another chunk of the same class from another recording (any chunk of
+    the class when it has one recording only) for the "same_class" augmentation."""
+
+    def __init__(self, classes: np.ndarray, recordings: np.ndarray):
+        _, recording_ids = np.unique(np.asarray(recordings, dtype=str), return_inverse=True)
+        classes = np.asarray(classes, np.int64)
+        key = classes * (recording_ids.max() + 1) + recording_ids  # class first, then recording
+        self.order = np.argsort(key, kind="stable")  # each class a block, each recording within it
+        classes_sorted, key_sorted = classes[self.order], key[self.order]
+        self.class_start = np.searchsorted(classes_sorted, classes, "left")
+        self.class_size = np.searchsorted(classes_sorted, classes, "right") - self.class_start
+        self.own_start = np.searchsorted(key_sorted, key, "left")
+        self.own_size = np.searchsorted(key_sorted, key, "right") - self.own_start
+
+    def draw(self, chunks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A partner for each of ``chunks`` (indices into the arrays given at construction)."""
+        others = self.class_size[chunks] - self.own_size[chunks]
+        alone = others == 0  # the class has this recording only
+        pick = np.floor(rng.random(len(chunks)) * np.where(alone, self.class_size[chunks], others))
+        position = self.class_start[chunks] + pick.astype(np.int64)
+        skip = ~alone & (position >= self.own_start[chunks])  # step over the chunk's own recording
+        return self.order[np.where(skip, position + self.own_size[chunks], position)]
+
+
 class ChunkBatches(keras.utils.PyDataset):
     """(images, targets) batches from selected store rows; reshuffled every epoch when training."""
 
@@ -28,14 +53,15 @@ class ChunkBatches(keras.utils.PyDataset):
                  batch_size: int, shuffle: bool = False, seed: int = 0, augmenter=None,
                  noise: tuple[np.ndarray, np.ndarray] | None = None, balance: str = "none",
                  classes: np.ndarray | None = None, epoch: int = 0, prefetch: int = 0,
-                 **kwargs):
+                 recordings: np.ndarray | None = None, **kwargs):
         """``augmenter`` (utils.augment.Augmenter) changes training batches; ``noise`` is the
         (shards, rows) of the noise chunks it may mix in. ``balance`` with each chunk's class index
         in ``classes``: "weights" adds per-sample weights (sklearn's balanced class weights),
         "sampling" draws each epoch's chunks with replacement so classes come up equally often.
         ``prefetch``: background threads that build the batches asked for next while the model
         trains (0: each batch is built when asked for). Batches depend on (seed, epoch, index)
-        only, so the thread count never changes them."""
+        only, so the thread count never changes them. The "same_class" augmentation needs each
+        chunk's class (``classes``) and ``recordings``."""
         super().__init__(**kwargs)
         if balance not in ("none", "weights", "sampling"):
             raise ValueError(f"CLASS_BALANCE must be none, weights or sampling, got {balance!r}")
@@ -50,6 +76,11 @@ class ChunkBatches(keras.utils.PyDataset):
             self.draw_probability = self.weights / self.weights.sum()
         self.augmenter = augmenter
         self.noise = noise if noise is not None and len(noise[0]) else None
+        self.partners = None
+        if augmenter is not None and "same_class" in augmenter.strengths:
+            if classes is None or recordings is None:
+                raise ValueError("the same_class augmentation needs each chunk's class and recording")
+            self.partners = SameClassPartners(classes, recordings)
         if not len(rows) == len(shards) == len(targets):
             raise ValueError("shards, rows and targets must have one entry per chunk")
         self.store, self.shards, self.rows = store, np.asarray(shards), np.asarray(rows)
@@ -125,7 +156,11 @@ class ChunkBatches(keras.utils.PyDataset):
             if self.noise is not None and "noise" in self.augmenter.strengths:
                 picks = rng.integers(0, len(self.noise[0]), min(len(chosen), len(self.noise[0])))
                 noise = self.store.images(self.noise[0][picks], self.noise[1][picks])[..., None]
-            images, targets = self.augmenter(images, targets, noise, rng=rng)
+            partners = None
+            if self.partners is not None:
+                drawn = self.partners.draw(chosen, rng)
+                partners = self.store.images(self.shards[drawn], self.rows[drawn])[..., None]
+            images, targets = self.augmenter(images, targets, noise, rng=rng, same_class=partners)
         if self.balance == "weights":
             return images, targets, self.weights[chosen]
         return images, targets

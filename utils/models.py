@@ -3,7 +3,7 @@
 Families: "baseline" (the 2018 baseline's plain CNN: conv groups with batch norm and max pooling
 or strided convolutions), "pi" (the baseline's small model: strided convolutions and two dense
 layers), "resnet" (a pre-activation wide ResNet: FILTERS times WIDTH per stage,
-BLOCKS_PER_STAGE blocks, optionally with squeeze-and-excitation), and
+BLOCKS_PER_STAGE blocks, optionally with squeeze-and-excitation and stochastic depth), and
 "efficientnet_b0".."efficientnet_b3" (keras.applications, random weights: nothing is downloaded).
 Heads: "frequency" (mean and max over time per frequency band), "pool" (global average pooling)
 or "attention" (sound event detection: per-frame scores and attention over time, pooled to clip
@@ -44,6 +44,7 @@ class ModelOptions:
     cepstrum_features: bool = False           # head also sees the input's cepstrum (not "attention")
     squeeze_excitation: bool = False          # resnet: each block reweights its channels (SE)
     min_frequency_rows: int = 0               # resnet stages stop halving frequency at this many rows
+    drop_path: float = 0.0                    # resnet: chance the deepest block's branch is skipped
 
 
 def _dropout(rate: float, kind: str, name: str):
@@ -173,9 +174,10 @@ def _squeeze_excite(x, name: str, l2=None):
 
 
 def _residual_block(x, filters: int, kernel: int, stride: tuple[int, int], name: str, l2=None,
-                    squeeze_excitation: bool = False):
+                    squeeze_excitation: bool = False, drop_path: float = 0.0):
     """Pre-activation residual block: BN-ReLU-Conv-BN-ReLU-Conv (then SE when asked) plus a
-    (projected) shortcut."""
+    (projected) shortcut. With ``drop_path`` a training step skips the whole branch for that
+    share of the samples (stochastic depth, Huang et al. 2016): the shortcut alone carries them."""
     shortcut = x
     y = _bn_relu(x, f"{name}_1")
     if stride != (1, 1) or x.shape[-1] != filters:
@@ -185,6 +187,8 @@ def _residual_block(x, filters: int, kernel: int, stride: tuple[int, int], name:
     y = _conv(filters, kernel, 1, l2, f"{name}_conv2")(y)
     if squeeze_excitation:
         y = _squeeze_excite(y, name, l2)
+    if drop_path > 0:  # one draw per sample (not per pixel); kept branches are scaled up by 1/(1-p)
+        y = layers.Dropout(drop_path, noise_shape=(None, 1, 1, 1), name=f"{name}_drop_path")(y)
     return layers.Add(name=f"{name}_add")([shortcut, y])
 
 
@@ -195,13 +199,16 @@ def resnet_body(x, options: ModelOptions, l2):
     ``stem_downsampling`` says less: fine frequency structure (harmonics or pulse-rate sidebands a
     few rows apart) then reaches the first residual stage unmerged, at that stage's cost.
     ``min_frequency_rows`` stops the stages halving the frequency axis once it is that small (they
-    go on halving time), so the frequency head gets narrower bands."""
+    go on halving time), so the frequency head gets narrower bands. ``drop_path`` is the deepest
+    block's chance of being skipped; earlier blocks' chances fall linearly with depth, as in the
+    stochastic-depth paper (the early blocks compute what every later one needs)."""
     conv_stride = tuple(min(factor, 2) for factor in options.stem_downsampling)
     pool = tuple(factor // stride for factor, stride in zip(options.stem_downsampling, conv_stride))
     x = _conv(options.filters[0] * options.width, 5, conv_stride, l2, "stem_conv")(x)
     x = _bn_relu(x, "stem")
     if pool != (1, 1):
         x = layers.MaxPooling2D(pool, name="stem_pool")(x)
+    depth = len(options.filters) * options.blocks_per_stage
     for stage, base in enumerate(options.filters):
         width = base * options.width
         halve = (1 if x.shape[1] <= options.min_frequency_rows else 2, 2)
@@ -210,8 +217,10 @@ def resnet_body(x, options: ModelOptions, l2):
             stride = halve if first and options.downsampling == "stride" else (1, 1)
             if first and options.downsampling == "pool":
                 x = layers.MaxPooling2D(halve, name=f"stage{stage + 1}_pool")(x)
+            position = stage * options.blocks_per_stage + block + 1
             x = _residual_block(x, width, _kernel(options, stage), stride,
-                                f"stage{stage + 1}_block{block + 1}", l2, options.squeeze_excitation)
+                                f"stage{stage + 1}_block{block + 1}", l2, options.squeeze_excitation,
+                                options.drop_path * position / depth)
     return _bn_relu(x, "body_out")
 
 
@@ -325,6 +334,8 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
         raise ValueError("STEM_DOWNSAMPLING is [frequency, time], each 1, 2 or 4")
     if options.min_frequency_rows < 0:
         raise ValueError("MIN_FREQUENCY_ROWS is a number of rows, 0 = no limit")
+    if not 0 <= options.drop_path < 1:
+        raise ValueError(f"DROP_PATH is a probability in [0, 1), got {options.drop_path}")
     if options.cepstrum_features and options.head == "attention":
         raise ValueError("CEPSTRUM_FEATURES needs clip-level pooling: HEAD 'pool' or 'frequency'")
     l2 = keras.regularizers.L2(options.l2) if options.l2 > 0 else None

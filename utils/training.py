@@ -108,7 +108,7 @@ class TrainOptions:
             dropout_type=s["DROPOUT_TYPE"], head=s["HEAD"], multi_label=s["MULTI_LABEL"],
             l2=s["L2_WEIGHT"], dense_units=s["DENSE_UNITS"], frequency_channel=s["FREQUENCY_CHANNEL"],
             cepstrum_features=s["CEPSTRUM_FEATURES"], squeeze_excitation=s["SQUEEZE_EXCITATION"],
-            min_frequency_rows=s["MIN_FREQUENCY_ROWS"])
+            min_frequency_rows=s["MIN_FREQUENCY_ROWS"], drop_path=s["DROP_PATH"])
         return cls(model=s["MODEL"], architecture=architecture, epochs=s["EPOCHS"],
                    batch_size=s["BATCH_SIZE"], learning_rate=s["LEARNING_RATE"],
                    weight_decay=s["WEIGHT_DECAY"], snapshot_epochs=s["SNAPSHOT_EPOCHS"],
@@ -254,7 +254,8 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
                                  shuffle=True, seed=options.seed, augmenter=augmenter,
                                  noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()),
                                  balance=options.class_balance, classes=primary, epoch=resumed_at,
-                                 prefetch=batch_threads(options.batch_threads))
+                                 prefetch=batch_threads(options.batch_threads),
+                                 recordings=train.recordings)
     schedule = EpochSchedule(options.lr_schedule, options.learning_rate, options.learning_rate_end,
                              options.epochs, len(train_batches), options.warmup_epochs)
     model.compile(optimizer=make_optimizer(options.optimizer, schedule, options.weight_decay,
