@@ -12,11 +12,14 @@ and validation: what ensembling buys, for information (the target is per model).
 Each seed is a separate run folder (RUN_NAME-seed<N>) so its reports stay for inspection; the
 sorted dataset and the spectrogram store are shared between seeds and reused when present. A
 seed whose run folder already holds a finished test with the same settings is reported, not
-retrained (delete the folder to retrain it), so an interrupted benchmark completes on a re-run.
+retrained, so an interrupted benchmark completes on a re-run; one finished with other settings
+(or before a setting existed) is never trained over: the benchmark stops and names what differs
+(choose another RUN_NAME, or delete the folder to retrain it).
 """
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,7 +46,8 @@ def seed_run(s, seed: int):
 
 
 def finished_run(s) -> tuple[dict, dict] | None:
-    """(train summary, test summary) of a finished run of these settings, if there is one."""
+    """(train summary, test summary) of a finished run of these settings, if there is one. A
+    finished run of other settings raises: retraining in its folder would delete its models."""
     folder = steps.run_dir(s)
     files = [folder / "config.json", folder / "train_summary.json",
              folder / f"test-{s.TEST_SPLIT}" / "summary.json"]
@@ -51,10 +55,15 @@ def finished_run(s) -> tuple[dict, dict] | None:
         return None
     keys = sorted(set(s) - NOT_HASHED)
     trained_with = read_json(files[0])["settings"]
-    if set(keys) - set(trained_with):
-        return None  # trained before a setting existed: its default then may not be today's
-    if s.replace(**{k: trained_with[k] for k in keys}).fingerprint(keys) != s.fingerprint(keys):
-        return None
+    # a setting added since may have had another default then (SELECT_FROM did)
+    differences = [f"{k} (not a setting then)" for k in keys if k not in trained_with]
+    known = [k for k in keys if k in trained_with]
+    then = s.replace(**{k: trained_with[k] for k in known})
+    differences += [f"{k} {then[k]!r} -> {s[k]!r}" for k in known if then[k] != s[k]]
+    if differences:
+        raise click.ClickException(
+            f"{folder} holds a finished run with other settings: {'; '.join(differences)}. It is "
+            "kept as it is: choose another RUN_NAME, or delete the folder to retrain it")
     click.echo(f"{folder}: finished with these settings; reported, not retrained")
     return read_json(files[1]), read_json(files[2])
 
@@ -96,9 +105,12 @@ def main(config_file, overrides, seeds, quick):
     if not (Path(s.DATASET_DIR) / "metadata").is_dir():
         steps.sort_step(s)
     rows, runs = [], [seed_run(s, int(seed)) for seed in seeds.split(",")]
-    for run in runs:
+    if quick:  # a check of the chain: its own scratch runs are trained afresh, never reported
+        for run in runs:
+            shutil.rmtree(steps.run_dir(run), ignore_errors=True)
+    finished_runs = [finished_run(run) for run in runs]  # before training any: stops on a clash
+    for run, finished in zip(runs, finished_runs):
         seed = run.SEED
-        finished = finished_run(run)
         if finished:
             trained, tested = finished
         else:  # train + test, and a row in RUNS_DIR/experiments.csv

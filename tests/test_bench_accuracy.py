@@ -3,8 +3,10 @@ import json
 import shutil
 from pathlib import Path
 
+import click
 import numpy as np
 import pandas as pd
+import pytest
 
 from tests.conftest import make_settings
 from utils import steps
@@ -20,7 +22,7 @@ def _bench():
     return module
 
 
-def test_a_finished_seed_is_reused_only_if_it_knew_every_setting(tmp_path):
+def test_a_finished_seed_is_reused_and_never_trained_over_with_other_settings(tmp_path):
     bench = _bench()
     s = make_settings(tmp_path, "RUN_NAME=r-seed1")
     run = steps.run_dir(s)
@@ -29,12 +31,21 @@ def test_a_finished_seed_is_reused_only_if_it_knew_every_setting(tmp_path):
     (run / "train_summary.json").write_text(json.dumps({"epochs": 3}))
     (run / f"test-{s.TEST_SPLIT}" / "summary.json").write_text(json.dumps({"top1_accuracy": 0.5}))
     assert bench.finished_run(s) == ({"epochs": 3}, {"top1_accuracy": 0.5})
-    assert bench.finished_run(s.replace(EPOCHS=4)) is None  # other settings: retrained
-    # a run saved before SELECT_FROM existed was trained under another default: retrained
+    assert bench.finished_run(s.replace(RUN_NAME="r-seed2")) is None  # nothing there: trained
+
+    def contents():
+        return {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    before = contents()
+    with pytest.raises(click.ClickException, match=r"EPOCHS 30 -> 4\. It is kept"):
+        bench.finished_run(s.replace(EPOCHS=4))
+    # a run saved before SELECT_FROM existed was trained under another default
     saved = json.loads((run / "config.json").read_text())
     del saved["settings"]["SELECT_FROM"]
     (run / "config.json").write_text(json.dumps(saved))
-    assert bench.finished_run(s) is None
+    with pytest.raises(click.ClickException, match="SELECT_FROM \\(not a setting then\\)"):
+        bench.finished_run(s)
+    (run / "config.json").write_bytes(before[run / "config.json"])
+    assert contents() == before  # nothing deleted or rewritten by the refusals
 
 
 def test_the_seed_ensemble_averages_each_seeds_chosen_model(trained, tmp_path):
