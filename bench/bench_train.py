@@ -1,8 +1,9 @@
 """Training throughput: train.py's input pipeline against batches already in memory.
 
 Same model, same chunks, same run: (a) the reference, model.fit on numpy arrays in memory
-without augmentation; (b) what train.py does, model.fit on ChunkBatches reading the on-disk store
-with the default augmentation and background prefetching. Headline: (b) / (a) in samples/s.
+without augmentation; (b) what train.py does, model.fit on the batches utils.training's
+training_batches builds (ChunkBatches reading the on-disk store, with the settings' augmentation,
+balance and background prefetching). Headline: (b) / (a) in samples/s.
 On an NVIDIA GPU (with nvidia-ml-py installed) each contender's mean GPU utilisation is printed.
 
     python bench/bench_train.py [--quick] [--steps N] [--set MODEL=efficientnet_b0 --set
@@ -22,13 +23,12 @@ import click  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from utils.batches import ChunkBatches, batch_threads  # noqa: E402
 from utils.cli import settings_from_cli  # noqa: E402
 from utils.extract import Job, Selection, extract_to_store  # noqa: E402
 from utils.models import build_model  # noqa: E402
 from utils.spectrogram import SpecParams  # noqa: E402
 from utils.synth import make_dataset  # noqa: E402
-from utils.training import TrainOptions, precision_policy, training_augmenter  # noqa: E402
+from utils.training import ChunkSet, TrainOptions, precision_policy, training_batches  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "insectset32"
 
@@ -127,15 +127,15 @@ def main(quick, steps, config_file, overrides):
     batch_size, steps = settings.BATCH_SIZE, steps or (6 if quick else 30)
     # chunks repeat when the store holds fewer than the epoch needs (long GPU epochs)
     chosen = index.iloc[np.resize(np.arange(len(index)), steps * batch_size)]
-    targets = np.eye(len(labels), dtype=np.float32)[[labels.index(x) for x in chosen["label"]]]
-    shards, rows = chosen["shard"].to_numpy(), chosen["row"].to_numpy()
-    in_memory = (store.images(shards, rows)[..., None], targets)
+    classes = np.array([labels.index(x) for x in chosen["label"]])
+    targets = np.eye(len(labels), dtype=np.float32)[classes]
+    chunks = ChunkSet(chosen["shard"].to_numpy(), chosen["row"].to_numpy(),
+                      chosen["recording"].to_numpy(), targets)
+    in_memory = (store.images(chunks.shards, chunks.rows)[..., None], targets)
     spec = store.settings["spec"]
     options = TrainOptions.from_settings(settings)  # what train.py builds the run from
-    augmenter = training_augmenter(options, spec)
-    pipeline = ChunkBatches(store, shards, rows, targets, batch_size, shuffle=True, seed=0,
-                            augmenter=augmenter, prefetch=batch_threads(options.batch_threads),
-                            noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()))
+    pipeline = training_batches(store, chunks, classes, noise, options)
+    augmenter = pipeline.augmenter
     keras.config.set_dtype_policy(precision_policy(options.mixed_precision))
     model = build_model(options.model, (spec["height"], spec["width"], 1), len(labels),
                         options.architecture)

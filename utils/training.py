@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import keras
 import numpy as np
+import pandas as pd
 
 from utils.augment import Augmenter
 from utils.batches import ChunkBatches, batch_threads
@@ -183,14 +184,21 @@ def precision_policy(mixed_precision: str) -> str:
     return "float32" if mixed_precision == "off" else f"mixed_{mixed_precision}"
 
 
-def training_augmenter(options: TrainOptions, spec: dict) -> Augmenter | None:
-    """The augmentation of training batches that ``options`` ask for (None for none), with the
-    frequency of each image row of the store's ``spec`` (pitch changes need it)."""
-    if not options.augmentation:
-        return None
-    return Augmenter(dict(options.augmentation), options.augmentation_probability,
-                     options.augmentation_count, seed=options.seed,
-                     row_hz=row_frequencies(SpecParams.from_dict(spec)))
+def training_batches(store: Store, train: ChunkSet, classes: np.ndarray, noise: pd.DataFrame,
+                     options: TrainOptions, epoch: int = 0) -> ChunkBatches:
+    """The training batches ``options`` ask for, from ``epoch`` on: ``train``'s chunks with their
+    primary class indices (``classes``), augmented (with the ``noise`` rows of the store's index
+    to mix in), balanced and prefetched. train.py and bench_train.py both build them here."""
+    augmenter = None
+    if options.augmentation:  # pitch changes need the frequency of each image row
+        augmenter = Augmenter(dict(options.augmentation), options.augmentation_probability,
+                              options.augmentation_count, seed=options.seed,
+                              row_hz=row_frequencies(SpecParams.from_dict(store.settings["spec"])))
+    return ChunkBatches(store, train.shards, train.rows, train.targets, options.batch_size,
+                        shuffle=True, seed=options.seed, augmenter=augmenter,
+                        noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()),
+                        balance=options.class_balance, classes=classes, epoch=epoch,
+                        prefetch=batch_threads(options.batch_threads), recordings=train.recordings)
 
 
 def _has_distribution() -> bool:
@@ -247,15 +255,9 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
             "pooling": options.pooling, "train_options": asdict(options), **(extra_meta or {})}
     backup = run_dir / "backup"
     resumed_at = prepare_resume(backup, run_dir / "train_log.csv", {**meta, "store": str(store.root)})
-    augmenter = training_augmenter(options, spec)
     noise = index[(index["split"] == "train") & index["noise"]]
     primary = np.asarray([classes.index(label[0]) for label in train.labels])
-    train_batches = ChunkBatches(store, train.shards, train.rows, train.targets, options.batch_size,
-                                 shuffle=True, seed=options.seed, augmenter=augmenter,
-                                 noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()),
-                                 balance=options.class_balance, classes=primary, epoch=resumed_at,
-                                 prefetch=batch_threads(options.batch_threads),
-                                 recordings=train.recordings)
+    train_batches = training_batches(store, train, primary, noise, options, epoch=resumed_at)
     schedule = EpochSchedule(options.lr_schedule, options.learning_rate, options.learning_rate_end,
                              options.epochs, len(train_batches), options.warmup_epochs)
     model.compile(optimizer=make_optimizer(options.optimizer, schedule, options.weight_decay,
