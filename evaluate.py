@@ -1,7 +1,10 @@
-"""Train, then test: one command per experiment. Every call adds a row to RUNS_DIR/experiments.csv.
+"""Train, then test: one command per experiment. Every call that trains adds a row to
+RUNS_DIR/experiments.csv.
 
     python evaluate.py --config configs/insectset32.py
     python evaluate.py --config configs/demo.py --folds 5   # cross-validation by recording
+
+Cross-validation resumes: a fold finished earlier with the same settings is reused.
 """
 import click
 
@@ -18,10 +21,15 @@ def main(s, folds):
     """Run train.py then test.py with the same settings, or K-fold cross-validation."""
     result = steps.evaluate_step(s, folds)
     if folds:
-        click.echo(f"{folds}-fold cross-validation ({result['train_seconds']:.0f} s of training):")
+        reused = f"; {result['reused_folds']} fold(s) finished earlier, reused" if result["reused_folds"] else ""
+        click.echo(f"{folds}-fold cross-validation ({result['train_seconds']:.0f} s of training{reused}), "
+                   f"mean +- spread over folds, then over all {result['out_of_fold']['scored']} "
+                   "held-out recordings at once:")
         for key, label in METRICS.items():
             if key in result:
-                click.echo(f"  {label:<22} {result[key]:.4f} +- {result[key + '_std']:.4f}")
+                click.echo(f"  {label:<22} {result[key]:.4f} +- {result[key + '_std']:.4f}   "
+                           f"{result['out_of_fold'][key]:.4f}")
+        click.echo(f"Report over the held-out recordings: {result['report']}")
         return
     trained, summary = result["train"], result["test"]
     click.echo(f"Trained {trained['epochs']} epochs in {trained['train_seconds']} s "

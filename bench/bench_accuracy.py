@@ -31,8 +31,7 @@ import click  # noqa: E402
 import numpy as np  # noqa: E402
 
 from utils import steps  # noqa: E402
-from utils.cli import settings_from_cli  # noqa: E402
-from utils.experiments import NOT_HASHED  # noqa: E402
+from utils.cli import settings_from_cli, user_errors  # noqa: E402
 from utils.fileio import read_json  # noqa: E402
 from utils.log import setup_logging  # noqa: E402
 
@@ -49,23 +48,11 @@ def finished_run(s) -> tuple[dict, dict] | None:
     """(train summary, test summary) of a finished run of these settings, if there is one. A
     finished run of other settings raises: retraining in its folder would delete its models."""
     folder = steps.run_dir(s)
-    files = [folder / "config.json", folder / "train_summary.json",
-             folder / f"test-{s.TEST_SPLIT}" / "summary.json"]
-    if not all(f.exists() for f in files):
+    report = folder / f"test-{s.TEST_SPLIT}"
+    if not steps.finished_run(s, report):
         return None
-    keys = sorted(set(s) - NOT_HASHED)
-    trained_with = read_json(files[0])["settings"]
-    # a setting added since may have had another default then (SELECT_FROM did)
-    differences = [f"{k} (not a setting then)" for k in keys if k not in trained_with]
-    known = [k for k in keys if k in trained_with]
-    then = s.replace(**{k: trained_with[k] for k in known})
-    differences += [f"{k} {then[k]!r} -> {s[k]!r}" for k in known if then[k] != s[k]]
-    if differences:
-        raise click.ClickException(
-            f"{folder} holds a finished run with other settings: {'; '.join(differences)}. It is "
-            "kept as it is: choose another RUN_NAME, or delete the folder to retrain it")
     click.echo(f"{folder}: finished with these settings; reported, not retrained")
-    return read_json(files[1]), read_json(files[2])
+    return read_json(folder / "train_summary.json"), read_json(report / "summary.json")
 
 
 def validation_report(run, finished: bool) -> dict:
@@ -92,6 +79,7 @@ def seed_ensemble(s, runs, split: str) -> dict:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting.")
 @click.option("--seeds", default="1,2,3", show_default=True, help="Comma-separated training seeds.")
 @click.option("--quick", is_flag=True, help="One seed, one epoch, a subset of chunks (under a minute).")
+@user_errors()
 def main(config_file, overrides, seeds, quick):
     if quick:
         overrides = (*overrides, "EPOCHS=1", "MAX_CHUNKS_PER_CLASS=12", "RUN_NAME=bench-quick")

@@ -3,7 +3,6 @@ import json
 import shutil
 from pathlib import Path
 
-import click
 import numpy as np
 import pandas as pd
 import pytest
@@ -36,13 +35,13 @@ def test_a_finished_seed_is_reused_and_never_trained_over_with_other_settings(tm
     def contents():
         return {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     before = contents()
-    with pytest.raises(click.ClickException, match=r"EPOCHS 30 -> 4\. It is kept"):
+    with pytest.raises(ValueError, match=r"EPOCHS 30 -> 4\. It is kept"):
         bench.finished_run(s.replace(EPOCHS=4))
     # a run saved before SELECT_FROM existed was trained under another default
     saved = json.loads((run / "config.json").read_text())
     del saved["settings"]["SELECT_FROM"]
     (run / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(click.ClickException, match="SELECT_FROM \\(not a setting then\\)"):
+    with pytest.raises(ValueError, match="SELECT_FROM \\(not a setting then\\)"):
         bench.finished_run(s)
     (run / "config.json").write_bytes(before[run / "config.json"])
     assert contents() == before  # nothing deleted or rewritten by the refusals

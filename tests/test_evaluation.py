@@ -118,28 +118,118 @@ def test_compare_prints_two_runs_side_by_side(trained, tmp_path):
     line = next(l for l in result.output.splitlines() if l.startswith("top-1 accuracy"))
     mine = json.loads((steps.run_dir(trained) / "test-val" / "summary.json").read_text())
     assert f"{mine['top1_accuracy']:.4f}" in line and f"{other['top1_accuracy']:.4f}" in line
+    assert f"top-1 on the {mine['scored']} recordings both scored: right in both" in result.output
     missing = CliRunner().invoke(script("test").main, [  # RUNS_DIR: its log stays out of the checkout
         "--set", f"RUNS_DIR={tmp_path}", "--compare", "nope", str(tmp_path / "max")])
     assert missing.exit_code == 1 and "no test report found for 'nope'" in missing.output
 
 
-def test_cross_validation_trains_each_fold_and_logs_the_experiment(trained):
+def test_cross_validation_trains_each_fold_resumes_and_logs_the_experiment(trained):
     s = trained.replace(EPOCHS=1, RUN_NAME="cv")
     saved = steps.run_dir(trained) / "config.json"  # the fixture's settings, as a user would pass them
-    cli = CliRunner().invoke(script("evaluate").main, ["--config", str(saved), "--folds", "2",
-                                                       "--set", "EPOCHS=1", "--set", "RUN_NAME=cv"])
+
+    def evaluate(*extra):
+        return CliRunner().invoke(script("evaluate").main, ["--config", str(saved), "--folds", "2",
+                                                            "--set", "EPOCHS=1", "--set", "RUN_NAME=cv", *extra])
+    cli = evaluate()
     assert cli.exit_code == 0, cli.output
     assert "2-fold cross-validation" in cli.output and "top-1 accuracy" in cli.output
     result = json.loads((steps.run_dir(s) / "crossval.json").read_text())
-    assert result["folds"] == 2 and len(result["per_fold"]) == 2
-    held_out = [pd.read_csv(Path(f["report"]) / "per_recording.csv")["recording"] for f in result["per_fold"]]
+    assert result["folds"] == 2 and len(result["per_fold"]) == 2 and result["reused_folds"] == 0
+    tables = [pd.read_csv(Path(f["report"]) / "per_recording.csv") for f in result["per_fold"]]
+    held_out = [t["recording"] for t in tables]
     pool = {r.id for r in load_recordings(s.DATASET_DIR) if r.split in ("train", "val")}
     assert set(held_out[0]).isdisjoint(held_out[1]) and set(held_out[0]) | set(held_out[1]) == pool
     assert result["top1_accuracy"] == pytest.approx(np.mean([f["top1_accuracy"] for f in result["per_fold"]]))
+    # the out-of-fold report: every held-out recording once, each judged by its own fold's model
+    out_of_fold = Path(result["report"])
+    assert out_of_fold == steps.run_dir(s) / "test-crossval"
+    merged = pd.read_csv(out_of_fold / "per_recording.csv")
+    assert sorted(merged["recording"]) == sorted(pool) and result["out_of_fold"]["scored"] == len(pool)
+    both = pd.concat(tables).set_index("recording")
+    assert (merged.set_index("recording")["top1"] == both.loc[merged["recording"], "top1"]).all()
+    assert result["out_of_fold"]["top1_accuracy"] == pytest.approx(both["correct"].mean())
+    assert f"{result['out_of_fold']['top1_accuracy']:.4f}" in cli.output
+    assert (out_of_fold / "confusion_matrix.png").read_bytes()[:8] == PNG
     table = pd.read_csv(Path(s.RUNS_DIR) / "experiments.csv")
     row = table[table["run"] == "cv"].iloc[-1]
     assert row["folds"] == 2 and row["split"] == "2-fold" and row["epochs"] == 1
     assert row["top1_accuracy"] == pytest.approx(result["top1_accuracy"], abs=1e-4)
+
+    # interrupted before fold 2 was tested: fold 1 is reused as it is, fold 2 trained again
+    models = [steps.run_dir(s) / f"fold{k}" / "best.keras" for k in (1, 2)]
+    stamps = [m.stat().st_mtime_ns for m in models]
+    (steps.run_dir(s) / "fold2" / "test-fold" / "summary.json").unlink()
+    cli = evaluate()
+    assert cli.exit_code == 0, cli.output
+    assert "1 fold(s) finished earlier, reused" in cli.output
+    assert models[0].stat().st_mtime_ns == stamps[0] and models[1].stat().st_mtime_ns != stamps[1]
+    rows = len(pd.read_csv(Path(s.RUNS_DIR) / "experiments.csv"))
+    # run again as it is: nothing trained, nothing added to the experiments table
+    cli = evaluate()
+    assert cli.exit_code == 0 and "2 fold(s) finished earlier, reused" in cli.output, cli.output
+    assert len(pd.read_csv(Path(s.RUNS_DIR) / "experiments.csv")) == rows
+    # other settings never train over finished folds
+    stamps = [m.stat().st_mtime_ns for m in models]
+    cli = evaluate("--set", "LEARNING_RATE=0.01")
+    assert cli.exit_code == 1 and "LEARNING_RATE 0.003 -> 0.01" in cli.output, cli.output
+    assert [m.stat().st_mtime_ns for m in models] == stamps
+    # nor is a fold reused that was tested on other recordings than the fold holds now
+    tested = steps.run_dir(s) / "fold1" / "test-fold" / "per_recording.csv"
+    tested.write_text("".join(tested.read_text().splitlines(keepends=True)[:-1]))
+    cli = evaluate()
+    assert cli.exit_code == 1 and "tested on other recordings" in cli.output, cli.output
+    assert [m.stat().st_mtime_ns for m in models] == stamps
+
+
+def _write_report_folder(folder, rows, classes, scores):
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(folder / "per_recording.csv", index=False)
+    pd.DataFrame([[r["recording"], *s] for r, s in zip(rows, scores)],
+                 columns=["recording", *classes]).to_csv(folder / "scores.csv", index=False)
+
+
+def _row(rid, label, top1, known=True):
+    return {"recording": rid, "label": label, "background": "", "known_label": known, "chunks": 3,
+            "error": "", "top1": top1, "correct": top1 == label}
+
+
+def test_merged_report_scores_each_recording_by_its_own_fold(tmp_path):
+    from utils.evaluation import merge_reports
+
+    # fold 1's model never saw class c; fold 2's knows it, and fold 1 holds out a c recording
+    _write_report_folder(tmp_path / "f1", [_row("007", "a", "a"), _row("010", "b", "a"),
+                                           _row("011", "c", "a", known=False)],
+                         ["a", "b"], [[0.9, 0.1], [0.6, 0.4], [0.7, 0.3]])
+    _write_report_folder(tmp_path / "f2", [_row("008", "c", "c"), _row("009", "b", "b")],
+                         ["a", "b", "c"], [[0.1, 0.2, 0.7], [0.2, 0.5, 0.3]])
+    recordings = {r.id: r for r in (_rec("007", "a"), _rec("010", "b"), _rec("011", "c"),
+                                    _rec("008", "c"), _rec("009", "b"))}
+    report = merge_reports([tmp_path / "f1", tmp_path / "f2"], recordings)
+    assert report.classes == ["a", "b", "c"]
+    assert report.scores["recording"].tolist() == ["007", "008", "009", "010"]  # ids stay text
+    np.testing.assert_allclose(report.scores.loc[0, ["a", "b", "c"]].to_numpy(float), [0.9, 0.1, 0.0])
+    s = report.summary
+    assert s["recordings"] == 5 and s["scored"] == 4
+    assert s["unknown_label"] == 1 and s["unknown_labels"] == {"c": 1}
+    assert s["top1_accuracy"] == pytest.approx(3 / 4)  # 010 is wrong
+    assert report.confusion.sum() == 4 and report.confusion[1, 0] == 1
+    with pytest.raises(ValueError, match="share recordings: 007"):
+        merge_reports([tmp_path / "f1", tmp_path / "f1"], recordings)
+
+
+def test_compare_counts_recordings_right_in_one_report_only(tmp_path):
+    from utils.evaluation import _paired_top1
+
+    rows = [_row("r1", "a", "a"), _row("r2", "a", "b"), _row("r3", "b", "b"), _row("r4", "b", "a"),
+            _row("r5", "z", "a", known=False)]
+    other = [_row("r1", "a", "a"), _row("r2", "a", "a"), _row("r3", "b", "a"), _row("r4", "b", "a"),
+             _row("r5", "z", "z"), _row("r6", "a", "a")]
+    _write_report_folder(tmp_path / "x", rows, ["a", "b"], [[0.5, 0.5]] * len(rows))
+    _write_report_folder(tmp_path / "y", other, ["a", "b"], [[0.5, 0.5]] * len(other))
+    assert _paired_top1(tmp_path / "x", tmp_path / "y") == [
+        "top-1 on the 4 recordings both scored: right in both 1, only in the first 1, "
+        "only in the second 1, in neither 1"]
 
 
 def _rec(rid, label, split="train", group=""):

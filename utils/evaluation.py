@@ -96,7 +96,8 @@ def summarise(table: pd.DataFrame, pooled: pd.DataFrame, classes: list[str],
     targets = target_matrix([[r.primary, *r.background] for r in recs], classes)
     if not options.with_background:
         targets = only_primary
-    unknown = Counter(r.primary for r in recordings.values() if r.primary not in classes)
+    # from the table, not ``classes``: in a merged report each row's own model decided it
+    unknown = Counter(table.loc[~table["known_label"].astype(bool), "label"])
     unknown_background = Counter(b for r in recordings.values() for b in r.background
                                  if b not in classes)
     summary = {"recordings": int(len(table)), "scored": int(len(scored)), "classes": list(classes),
@@ -126,6 +127,29 @@ def summarise(table: pd.DataFrame, pooled: pd.DataFrame, classes: list[str],
         log.warning("%d recordings have a label the model was not trained on (%s); they are left "
                     "out of the metrics", sum(unknown.values()), ", ".join(sorted(unknown)[:5]))
     return Report(table, pooled, classes_table, matrix, summary, classes, targets, primary, scores)
+
+
+def merge_reports(folders: list[Path], recordings: dict[str, Recording],
+                  options: TestOptions = TestOptions()) -> Report:
+    """One report over the recordings of several report folders, each recording scored by its
+    folder's own model(s): cross-validation's out-of-fold report. A class one fold's model lacks
+    scores 0 there, and a recording whose label its own fold's model does not know stays out of
+    the metrics, as in that fold's report."""
+    tables, pooled, classes = [], [], []
+    for folder in folders:
+        table = pd.read_csv(folder / "per_recording.csv", dtype=str, keep_default_na=False)
+        table["known_label"] = table["known_label"] == "True"
+        scores = pd.read_csv(folder / "scores.csv", dtype={"recording": str})
+        classes += [c for c in scores.columns[1:] if c not in classes]
+        tables.append(table)
+        pooled.append(scores[scores["recording"].isin(table.loc[table["known_label"], "recording"])])
+    table = pd.concat(tables, ignore_index=True).sort_values("recording", ignore_index=True)
+    scores = pd.concat(pooled, ignore_index=True).reindex(columns=["recording", *classes]).fillna(0.0)
+    if table["recording"].duplicated().any():
+        raise ValueError("the reports to merge share recordings: "
+                         f"{', '.join(table.loc[table['recording'].duplicated(), 'recording'][:5])}")
+    return summarise(table, scores.sort_values("recording", ignore_index=True), classes, recordings,
+                     options)
 
 
 def write_report(out_dir: str | Path, report: Report, plots: bool = True) -> None:
@@ -166,6 +190,25 @@ def summary_text(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _paired_top1(a: Path, b: Path) -> list[str]:
+    """On the recordings both reports scored: where the top-1 answer was right in one report
+    only. Two recipes' means can differ by a few such recordings, and this says how many."""
+    tables = []
+    for folder in (a, b):
+        if not (folder / "per_recording.csv").exists():
+            return []
+        table = pd.read_csv(folder / "per_recording.csv", dtype=str, keep_default_na=False)
+        tables.append(table.loc[(table["known_label"] == "True") & (table["correct"] != ""),
+                                ["recording", "correct"]])
+    both = tables[0].merge(tables[1], on="recording", suffixes=("_a", "_b"))
+    if both.empty:
+        return []
+    right_a, right_b = both["correct_a"] == "True", both["correct_b"] == "True"
+    return [f"top-1 on the {len(both)} recordings both scored: right in both {(right_a & right_b).sum()}, "
+            f"only in the first {(right_a & ~right_b).sum()}, only in the second "
+            f"{(~right_a & right_b).sum()}, in neither {(~right_a & ~right_b).sum()}"]
+
+
 def compare_reports(a: str | Path, b: str | Path, top: int = 5) -> str:
     """Side-by-side table of two report folders' metrics, then the classes whose F1 changed most."""
     from utils.fileio import read_json
@@ -179,6 +222,7 @@ def compare_reports(a: str | Path, b: str | Path, top: int = 5) -> str:
         lines.append(f"{label:<22} {x:>{width}.4f} {y:>{width}.4f} {y - x:>+8.4f}")
     for key in ("scored", "recordings", "models", "pooling"):
         lines.append(f"{key:<22} {str(left.get(key, '')):>{width}} {str(right.get(key, '')):>{width}}")
+    lines += _paired_top1(Path(a), Path(b))
     per_a, per_b = Path(a) / "per_class.csv", Path(b) / "per_class.csv"
     if per_a.exists() and per_b.exists():
         joined = pd.read_csv(per_a).merge(pd.read_csv(per_b), on="class", suffixes=("_a", "_b"))

@@ -13,7 +13,7 @@ import hashlib
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +189,17 @@ class Settings(Mapping):
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(self._values, default=str))
+
+    def differences(self, saved: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
+        """How these settings differ on ``keys`` from ``saved`` (a saved run's settings):
+        "KEY old -> new", or "KEY (not a setting then)" where ``saved`` lacks the key (a setting
+        added since may have had another default then). Saved values are validated as settings
+        first, so a list saved for a tuple is no difference."""
+        keys = sorted(keys)
+        out = [f"{k} (not a setting then)" for k in keys if k not in saved]
+        known = [k for k in keys if k in saved]
+        then = self.replace("saved settings", **{k: saved[k] for k in known})
+        return out + [f"{k} {then[k]!r} -> {self[k]!r}" for k in known if then[k] != self[k]]
 
     def fingerprint(self, keys: list[str] | None = None) -> str:
         chosen = {k: self._values[k] for k in (keys or sorted(self._values))}

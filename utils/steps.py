@@ -22,7 +22,7 @@ from utils.audio import AUDIO_EXTENSIONS
 from utils.dataset import assign_splits, load_recordings, scan_csv, scan_folders, sort_dataset
 from utils.extract import (DaskPool, Job, Selection, class_quotas, extract_to_store, plan_jobs,
                            worker_count, worker_pool)
-from utils.fileio import atomic_write_json, atomic_write_text
+from utils.fileio import atomic_write_json, atomic_write_text, read_json
 from utils.gating import mostly_noise_recordings
 from utils.settings import save_settings
 from utils.spectrogram import SpecParams, spec_differences
@@ -215,12 +215,33 @@ def test_step(s: Settings, out: Path | None = None, recordings=None) -> dict:
     return report.summary
 
 
+def finished_run(s: Settings, report: Path) -> bool:
+    """Whether run_dir(s) holds a finished training with these settings and its test report in
+    ``report``. A finished run of other settings (or of a time before a setting existed) raises
+    instead: training again in its folder would delete its models."""
+    from utils.experiments import NOT_HASHED
+
+    folder = run_dir(s)
+    if not all(f.exists() for f in (folder / "config.json", folder / "train_summary.json",
+                                    report / "summary.json")):
+        return False
+    differences = s.differences(read_json(folder / "config.json")["settings"], set(s) - NOT_HASHED)
+    if differences:
+        raise ValueError(f"{folder} holds a finished run with other settings: {'; '.join(differences)}. "
+                         "It is kept as it is: choose another RUN_NAME, or delete the folder to train it again")
+    return True
+
+
 def evaluate_step(s: Settings, folds: int = 0) -> dict:
-    """Train then test (or K-fold cross-validation); append a row to RUNS_DIR/experiments.csv."""
+    """Train then test (or K-fold cross-validation); append a row to RUNS_DIR/experiments.csv
+    (not when a cross-validation only reported folds finished earlier)."""
     from utils.experiments import append_experiment, experiment_row
 
     if folds:
         result = crossval_step(s, folds)
+        if result["reused_folds"] == folds:
+            log.info("every fold was finished earlier: no new row in experiments.csv")
+            return result
         row = experiment_row(s, result, result["train_seconds"], f"{folds}-fold")
     else:
         trained = train_step(s)
@@ -232,23 +253,52 @@ def evaluate_step(s: Settings, folds: int = 0) -> dict:
 
 def crossval_step(s: Settings, folds: int) -> dict:
     """K runs RUN_NAME/fold<k>, each trained on the other folds, selected and tested on its own;
-    the mean and spread of the metrics go to RUN_NAME/crossval.json."""
+    the mean and spread of the metrics go to RUN_NAME/crossval.json, and one report over every
+    held-out recording, each scored by the fold model that did not train on it, to
+    RUN_NAME/test-crossval. A fold finished earlier with the same settings is reused, so an
+    interrupted cross-validation resumes with its next fold."""
+    from utils.evaluation import METRICS, TestOptions, merge_reports, write_report
     from utils.experiments import fold_splits, fold_summary
 
     recordings = load_recordings(s["DATASET_DIR"])
-    results, seconds = [], 0.0
+    results, seconds, reused = [], 0.0, 0
     for k, splits in enumerate(fold_splits(recordings, folds, s["SEED"]), 1):
         fold = s.replace(f"fold {k}", RUN_NAME=f"{s['RUN_NAME']}/fold{k}")
-        log.info("cross-validation fold %d of %d: %d training, %d held-out recordings", k, folds,
-                 sum(v == "train" for v in splits.values()), sum(v == "val" for v in splits.values()))
-        seconds += train_step(fold, splits)["train_seconds"]
         held_out = [r for r in recordings if splits.get(r.id) == "val"]
-        results.append(test_step(fold, out=run_dir(fold) / "test-fold", recordings=held_out))
-    summary = {**fold_summary(results), "train_seconds": round(seconds, 1),
+        report = run_dir(fold) / "test-fold"
+        if finished_run(fold, report):
+            _check_held_out(report, held_out)
+            log.info("cross-validation fold %d of %d: finished earlier, reused", k, folds)
+            seconds += read_json(run_dir(fold) / "train_summary.json")["train_seconds"]
+            results.append({**read_json(report / "summary.json"), "report": str(report)})
+            reused += 1
+            continue
+        log.info("cross-validation fold %d of %d: %d training, %d held-out recordings", k, folds,
+                 sum(v == "train" for v in splits.values()), len(held_out))
+        seconds += train_step(fold, splits)["train_seconds"]
+        results.append(test_step(fold, out=report, recordings=held_out))
+    merged = merge_reports([Path(r["report"]) for r in results], {r.id: r for r in recordings},
+                           TestOptions.from_settings(s))
+    out = run_dir(s) / "test-crossval"
+    merged.summary.update(split="crossval", folds=folds, model=[m for r in results for m in r["model"]],
+                          **{k: results[0][k] for k in ("pooling", "models", "time_shifts")})
+    write_report(out, merged)
+    summary = {**fold_summary(results), "train_seconds": round(seconds, 1), "reused_folds": reused,
+               "out_of_fold": {k: merged.summary[k] for k in ("scored", *METRICS)},
+               "report": str(out),
                "per_fold": [{k: r[k] for k in ("mlrap", "top1_accuracy", "scored", "report")}
                             for r in results]}
     atomic_write_json(run_dir(s) / "crossval.json", summary)
     return summary
+
+
+def _check_held_out(report: Path, held_out: list) -> None:
+    """A reused fold must have been tested on this fold's recordings: the dataset or its split
+    may have changed since it was trained."""
+    tested = set(pd.read_csv(report / "per_recording.csv", dtype={"recording": str})["recording"])
+    if tested != {r.id for r in held_out}:
+        raise ValueError(f"{report} was tested on other recordings than this fold holds now (did the "
+                         "dataset change?); delete the cross-validation folder to run it again")
 
 
 def _note_spec_differences(meta: dict, s: Settings) -> None:
