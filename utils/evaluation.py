@@ -214,9 +214,9 @@ def compare_reports(a: str | Path, b: str | Path, top: int = 5) -> str:
     from utils.fileio import read_json
 
     left, right = read_json(Path(a) / "summary.json"), read_json(Path(b) / "summary.json")
-    width = max(len(str(a)), len(str(b)), 12)
-    lines = [f"{'metric':<22} {Path(a).parent.name or str(a):>{width}} "
-             f"{Path(b).parent.name or str(b):>{width}} {'change':>8}"]
+    names = [Path(x).parent.name or str(x) for x in (a, b)]
+    width = max(*map(len, names), 12)
+    lines = [f"{'metric':<22} {names[0]:>{width}} {names[1]:>{width}} {'change':>8}"]
     for key, label in METRICS.items():
         x, y = left.get(key, float("nan")), right.get(key, float("nan"))
         lines.append(f"{label:<22} {x:>{width}.4f} {y:>{width}.4f} {y - x:>+8.4f}")
