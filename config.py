@@ -57,7 +57,8 @@ PNG_DIR = ""                                 # PNG folder: <split>/<class>/, noi
 
 # ----------------------------------------------------------------------------- augmentation (training batches)
 AUGMENTATION: dict[str, float] = {           # name -> strength; names and meanings in utils/augment.py
-    "roll_v": 0.1, "noise": 0.5, "time_mask": 0.15, "freq_mask": 0.15}
+    "roll_v": 0.1, "noise": 0.5, "time_mask": 0.15, "freq_mask": 0.15,
+    "same_class": 1.0}                       # another recording of the class mixed in (BENCHMARKS.md)
 AUGMENTATION_PROBABILITY = 0.5               # chance that a training sample is augmented at all
 AUGMENTATION_COUNT = 2                       # most augmentations one sample gets (drawn at random)
 
