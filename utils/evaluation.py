@@ -129,6 +129,14 @@ def summarise(table: pd.DataFrame, pooled: pd.DataFrame, classes: list[str],
     return Report(table, pooled, classes_table, matrix, summary, classes, targets, primary, scores)
 
 
+def read_per_recording(folder: str | Path) -> pd.DataFrame:
+    """A report folder's per_recording.csv as written: recording ids stay text ("007"), empty
+    cells stay empty; ``known_label`` as booleans."""
+    table = pd.read_csv(Path(folder) / "per_recording.csv", dtype=str, keep_default_na=False)
+    table["known_label"] = table["known_label"] == "True"
+    return table
+
+
 def merge_reports(folders: list[Path], recordings: dict[str, Recording],
                   options: TestOptions = TestOptions()) -> Report:
     """One report over the recordings of several report folders, each recording scored by its
@@ -137,8 +145,7 @@ def merge_reports(folders: list[Path], recordings: dict[str, Recording],
     the metrics, as in that fold's report."""
     tables, pooled, classes = [], [], []
     for folder in folders:
-        table = pd.read_csv(folder / "per_recording.csv", dtype=str, keep_default_na=False)
-        table["known_label"] = table["known_label"] == "True"
+        table = read_per_recording(folder)
         scores = pd.read_csv(folder / "scores.csv", dtype={"recording": str})
         classes += [c for c in scores.columns[1:] if c not in classes]
         tables.append(table)
@@ -197,8 +204,8 @@ def _paired_top1(a: Path, b: Path) -> list[str]:
     for folder in (a, b):
         if not (folder / "per_recording.csv").exists():
             return []
-        table = pd.read_csv(folder / "per_recording.csv", dtype=str, keep_default_na=False)
-        tables.append(table.loc[(table["known_label"] == "True") & (table["correct"] != ""),
+        table = read_per_recording(folder)
+        tables.append(table.loc[table["known_label"] & (table["correct"] != ""),
                                 ["recording", "correct"]])
     both = tables[0].merge(tables[1], on="recording", suffixes=("_a", "_b"))
     if both.empty:

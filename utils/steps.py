@@ -295,7 +295,9 @@ def crossval_step(s: Settings, folds: int) -> dict:
 def _check_held_out(report: Path, held_out: list) -> None:
     """A reused fold must have been tested on this fold's recordings: the dataset or its split
     may have changed since it was trained."""
-    tested = set(pd.read_csv(report / "per_recording.csv", dtype={"recording": str})["recording"])
+    from utils.evaluation import read_per_recording
+
+    tested = set(read_per_recording(report)["recording"])
     if tested != {r.id for r in held_out}:
         raise ValueError(f"{report} was tested on other recordings than this fold holds now (did the "
                          "dataset change?); delete the cross-validation folder to run it again")
