@@ -121,8 +121,7 @@ def busy_text(percent: float | None) -> str:
 def main(quick, steps, config_file, overrides):
     settings = settings_from_cli(config_file, overrides)
     store = build_store(Path(tempfile.mkdtemp()), settings)
-    index = store.index[~store.index["noise"]]
-    noise = store.index[store.index["noise"]]
+    index = store.index[~store.index["noise"]]  # every recording is a training one here
     labels = sorted(index["label"].unique())
     batch_size, steps = settings.BATCH_SIZE, steps or (6 if quick else 30)
     # chunks repeat when the store holds fewer than the epoch needs (long GPU epochs)
@@ -134,7 +133,7 @@ def main(quick, steps, config_file, overrides):
     in_memory = (store.images(chunks.shards, chunks.rows)[..., None], targets)
     spec = store.settings["spec"]
     options = TrainOptions.from_settings(settings)  # what train.py builds the run from
-    pipeline = training_batches(store, chunks, classes, noise, options)
+    pipeline = training_batches(store, chunks, classes, store.index, options)
     augmenter = pipeline.augmenter
     keras.config.set_dtype_policy(precision_policy(options.mixed_precision))
     model = build_model(options.model, (spec["height"], spec["width"], 1), len(labels),

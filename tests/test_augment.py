@@ -255,3 +255,31 @@ def test_mixstyle_gives_each_row_a_mix_of_two_samples_mean_and_spread():
         # each row's pattern over time is kept, only its level and scale change
         assert all(np.corrcoef(x[i, row, :, 0], xa[i, row, :, 0])[0, 1] > 0.999 for row in range(20))
     assert not np.allclose(xa, x, atol=1e-3) and 0 < xa.min() and xa.max() < 1
+
+
+def test_training_batches_mix_in_noise_of_the_training_recordings_only(tmp_path):
+    from tests.conftest import TINY, make_settings
+    from utils.spectrogram import SpecParams
+    from utils.store import StoreWriter
+    from utils.training import ChunkSet, TrainOptions, training_batches
+
+    s = make_settings(tmp_path, *TINY)
+    writer = StoreWriter(tmp_path / "s", {"spec": SpecParams.from_settings(s).to_dict()}, shard_size=100)
+    for recording, split in (("t", "train"), ("h", "val")):
+        rows = [{"recording": recording, "label": "a", "split": split, "start": float(i), "s2n": 0.1,
+                 "noise": i >= 4} for i in range(8)]
+        writer.add(recording, np.zeros((8, 32, 64), np.uint8), rows)
+    store = writer.close()
+    options = TrainOptions.from_settings(s)
+    assert "noise" in dict(options.augmentation)
+
+    def noise_of(index):
+        train = index[(index["split"] == "train") & ~index["noise"]]
+        chunks = ChunkSet(train["shard"].to_numpy(), train["row"].to_numpy(), train["recording"].to_numpy(),
+                          np.ones((len(train), 1), np.float32))
+        shards, rows = training_batches(store, chunks, np.zeros(len(train), int), index, options).noise
+        return set(store.index.set_index(["shard", "row"]).loc[list(zip(shards, rows)), "recording"])
+    assert noise_of(store.index) == {"t"}
+    # a cross-validation fold that trains on "h" mixes in h's noise, never that of held-out "t"
+    swapped = store.index.assign(split=store.index["recording"].map({"t": "val", "h": "train"}))
+    assert noise_of(swapped) == {"h"}

@@ -184,11 +184,14 @@ def precision_policy(mixed_precision: str) -> str:
     return "float32" if mixed_precision == "off" else f"mixed_{mixed_precision}"
 
 
-def training_batches(store: Store, train: ChunkSet, classes: np.ndarray, noise: pd.DataFrame,
+def training_batches(store: Store, train: ChunkSet, classes: np.ndarray, index: pd.DataFrame,
                      options: TrainOptions, epoch: int = 0) -> ChunkBatches:
     """The training batches ``options`` ask for, from ``epoch`` on: ``train``'s chunks with their
-    primary class indices (``classes``), augmented (with the ``noise`` rows of the store's index
-    to mix in), balanced and prefetched. train.py and bench_train.py both build them here."""
+    primary class indices (``classes``), augmented, balanced and prefetched. ``index`` is the
+    store's index with this run's splits: the noise mixed in comes from its training recordings
+    only (a fold never hears its held-out recordings). train.py and bench_train.py both build
+    their batches here."""
+    noise = index[(index["split"] == "train") & index["noise"]]
     augmenter = None
     if options.augmentation:  # pitch changes need the frequency of each image row
         augmenter = Augmenter(dict(options.augmentation), options.augmentation_probability,
@@ -255,9 +258,8 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
             "pooling": options.pooling, "train_options": asdict(options), **(extra_meta or {})}
     backup = run_dir / "backup"
     resumed_at = prepare_resume(backup, run_dir / "train_log.csv", {**meta, "store": str(store.root)})
-    noise = index[(index["split"] == "train") & index["noise"]]
     primary = np.asarray([classes.index(label[0]) for label in train.labels])
-    train_batches = training_batches(store, train, primary, noise, options, epoch=resumed_at)
+    train_batches = training_batches(store, train, primary, index, options, epoch=resumed_at)
     schedule = EpochSchedule(options.lr_schedule, options.learning_rate, options.learning_rate_end,
                              options.epochs, len(train_batches), options.warmup_epochs)
     model.compile(optimizer=make_optimizer(options.optimizer, schedule, options.weight_decay,
