@@ -9,7 +9,7 @@ Cross-validation resumes: a fold finished earlier with the same settings is reus
 import click
 
 from utils import steps
-from utils.cli import step_command
+from utils.cli import overwrite_option, step_command
 from utils.evaluation import METRICS, summary_text
 
 
@@ -17,9 +17,10 @@ from utils.evaluation import METRICS, summary_text
 @click.option("--folds", default=0, show_default=True,
               help="K-fold cross-validation over the train and val recordings (grouped by "
                    "CSV_GROUP_COLUMN when the dataset has one); 0 = train once, test on TEST_SPLIT.")
-def main(s, folds):
+@overwrite_option
+def main(s, folds, overwrite):
     """Run train.py then test.py with the same settings, or K-fold cross-validation."""
-    result = steps.evaluate_step(s, folds)
+    result = steps.evaluate_step(s, folds, overwrite)
     if folds:
         reused = f"; {result['reused_folds']} fold(s) finished earlier, reused" if result["reused_folds"] else ""
         click.echo(f"{folds}-fold cross-validation ({result['train_seconds']:.0f} s of training{reused}), "

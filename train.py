@@ -5,13 +5,14 @@
 import click
 
 from utils import steps
-from utils.cli import step_command
+from utils.cli import overwrite_option, step_command
 
 
 @step_command(log_file="train.log")
-def main(s):
+@overwrite_option
+def main(s, overwrite):
     """Train on the train split, select best.keras on the validation recordings."""
-    result = steps.train_step(s)
+    result = steps.train_step(s, overwrite=overwrite)
     click.echo(f"Trained {result['epochs']} epochs in {result['train_seconds']} s; best "
                f"{result['monitor']} {result['best_value']} at epoch {result['best_epoch']} -> "
                f"{steps.run_dir(s) / 'best.keras'}")

@@ -14,7 +14,7 @@ sorted dataset and the spectrogram store are shared between seeds and reused whe
 seed whose run folder already holds a finished test with the same settings is reported, not
 retrained, so an interrupted benchmark completes on a re-run; one finished with other settings
 (or before a setting existed) is never trained over: the benchmark stops and names what differs
-(choose another RUN_NAME, or delete the folder to retrain it).
+(choose another RUN_NAME, or pass --overwrite to retrain it in its folder).
 """
 import json
 import os
@@ -31,7 +31,7 @@ import click  # noqa: E402
 import numpy as np  # noqa: E402
 
 from utils import steps  # noqa: E402
-from utils.cli import settings_from_cli, user_errors  # noqa: E402
+from utils.cli import overwrite_option, settings_from_cli, user_errors  # noqa: E402
 from utils.fileio import read_json  # noqa: E402
 from utils.log import setup_logging  # noqa: E402
 
@@ -44,12 +44,13 @@ def seed_run(s, seed: int):
     return s.replace(SEED=seed, RUN_NAME=f"{s.RUN_NAME}-seed{seed}")
 
 
-def finished_run(s) -> tuple[dict, dict] | None:
+def finished_run(s, overwrite: bool = False) -> tuple[dict, dict] | None:
     """(train summary, test summary) of a finished run of these settings, if there is one. A
-    finished run of other settings raises: retraining in its folder would delete its models."""
+    finished run of other settings raises unless ``overwrite``: retraining in its folder would
+    delete its models."""
     folder = steps.run_dir(s)
     report = folder / f"test-{s.TEST_SPLIT}"
-    if not steps.finished_run(s, report):
+    if not steps.finished_run(s, report, overwrite):
         return None
     click.echo(f"{folder}: finished with these settings; reported, not retrained")
     return read_json(folder / "train_summary.json"), read_json(report / "summary.json")
@@ -79,8 +80,9 @@ def seed_ensemble(s, runs, split: str) -> dict:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting.")
 @click.option("--seeds", default="1,2,3", show_default=True, help="Comma-separated training seeds.")
 @click.option("--quick", is_flag=True, help="One seed, one epoch, a subset of chunks (under a minute).")
+@overwrite_option
 @user_errors()
-def main(config_file, overrides, seeds, quick):
+def main(config_file, overrides, seeds, quick, overwrite):
     if quick:
         overrides = (*overrides, "EPOCHS=1", "MAX_CHUNKS_PER_CLASS=12", "RUN_NAME=bench-quick")
         seeds = seeds.split(",")[0]
@@ -96,14 +98,14 @@ def main(config_file, overrides, seeds, quick):
     if quick:  # a check of the chain: its own scratch runs are trained afresh, never reported
         for run in runs:
             shutil.rmtree(steps.run_dir(run), ignore_errors=True)
-    finished_runs = [finished_run(run) for run in runs]  # before training any: stops on a clash
+    finished_runs = [finished_run(run, overwrite) for run in runs]  # before training any: stops on a clash
     for run, finished in zip(runs, finished_runs):
         seed = run.SEED
         if finished:
             trained, tested = finished
         else:  # train + test, and a row in RUNS_DIR/experiments.csv
             steps.spec_step(run)  # a no-op when the store exists (seeds share it unless it samples)
-            result = steps.evaluate_step(run)
+            result = steps.evaluate_step(run, overwrite=overwrite)
             trained, tested = result["train"], result["test"]
         validated = validation_report(run, finished is not None)
         rows.append({"seed": seed, "top1": tested["top1_accuracy"], "mlrap": tested["mlrap"],

@@ -180,6 +180,11 @@ def test_cross_validation_trains_each_fold_resumes_and_logs_the_experiment(train
     cli = evaluate()
     assert cli.exit_code == 1 and "tested on other recordings" in cli.output, cli.output
     assert [m.stat().st_mtime_ns for m in models] == stamps
+    # --overwrite trains the folds of other settings again, in their folders
+    cli = evaluate("--set", "LEARNING_RATE=0.01", "--overwrite")
+    assert cli.exit_code == 0 and "reused" not in cli.output, cli.output
+    assert all(m.stat().st_mtime_ns != stamp for m, stamp in zip(models, stamps))
+    assert json.loads((steps.run_dir(s) / "fold1" / "config.json").read_text())["settings"]["LEARNING_RATE"] == 0.01
 
 
 def _write_report_folder(folder, rows, classes, scores):

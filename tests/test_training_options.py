@@ -258,3 +258,48 @@ def test_batch_threads_are_automatic_or_a_count():
     assert TrainOptions(batch_threads=3).batch_threads == 3
     with pytest.raises(ValueError, match="BATCH_THREADS"):
         TrainOptions(batch_threads=-1)
+
+
+def test_a_finished_run_of_other_settings_is_kept_unless_overwrite(trained, tmp_path):
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from tests.test_pipeline import script
+
+    run = tmp_path / "runs" / trained.RUN_NAME
+    shutil.copytree(steps.run_dir(trained), run)  # the session's fixture stays as it is
+    report, folds = run / "test-val", run / "test-crossval"
+
+    def write_report(folder, model):
+        folder.mkdir()
+        (folder / "summary.json").write_text(json.dumps({"top1_accuracy": 0.5, "model": [str(model)]}))
+    write_report(report, run / "best.keras")
+    write_report(folds, run / "fold1" / "best.keras")  # of other models: it stays
+    saved = run / "config.json"
+
+    def train(*extra):
+        return CliRunner().invoke(script("train").main, ["--config", str(saved), "--set",
+                                                         f"RUNS_DIR={tmp_path / 'runs'}", *extra])
+
+    def contents():
+        return {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.log"}
+    before = contents()
+    refused = train("--set", "EPOCHS=1")
+    assert refused.exit_code == 1 and "holds a finished run with other settings: EPOCHS 3 -> 1" in refused.output
+    assert "--overwrite" in refused.output and contents() == before  # models, reports, settings kept
+
+    stamp = (run / "best.keras").stat().st_mtime_ns
+    overwritten = train("--set", "EPOCHS=1", "--overwrite")
+    assert overwritten.exit_code == 0, overwritten.output
+    assert (run / "best.keras").stat().st_mtime_ns != stamp
+    assert json.loads((run / "train_summary.json").read_text())["epochs"] == 1
+    assert json.loads(saved.read_text())["settings"]["EPOCHS"] == 1
+    assert not report.exists() and folds.exists()  # the deleted model's report went with it
+
+    # the same settings again: trained afresh, as before; the earlier model's report goes too
+    write_report(report, run / "snapshots" / "epoch-002.keras")
+    again = train()
+    assert again.exit_code == 0, again.output
+    assert not report.exists() and folds.exists() and (run / "train_summary.json").exists()

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -173,15 +174,18 @@ def problem_table(problems: list[dict], limit: int = 10) -> list[str]:
 
 # ---------------------------------------------------------------- step 3
 
-def train_step(s: Settings, splits: Mapping[str, str] | None = None) -> dict:
-    """Train on the store; ``splits`` (recording id -> train/val) replaces the dataset's split."""
+def train_step(s: Settings, splits: Mapping[str, str] | None = None, overwrite: bool = False) -> dict:
+    """Train on the store; ``splits`` (recording id -> train/val) replaces the dataset's split.
+    A finished training of other settings in the run folder raises unless ``overwrite``."""
     use_backend(s["KERAS_BACKEND"])
     from utils.store import Store
     from utils.training import TrainOptions, train_model
 
+    finished_training(s, overwrite)
     store = Store(store_root(s))
     background = {r.id: r.background for r in load_recordings(s["DATASET_DIR"])}
     out = run_dir(s)
+    _forget_results(out)
     save_settings(s, out / "config.json")
     result = train_model(store, background, out, TrainOptions.from_settings(s),
                          extra_meta={"run": s["RUN_NAME"], "store": str(store.root)}, splits=splits)
@@ -215,43 +219,62 @@ def test_step(s: Settings, out: Path | None = None, recordings=None) -> dict:
     return report.summary
 
 
-def finished_run(s: Settings, report: Path) -> bool:
-    """Whether run_dir(s) holds a finished training with these settings and its test report in
-    ``report``. A finished run of other settings (or of a time before a setting existed) raises
-    instead: training again in its folder would delete its models."""
+def finished_training(s: Settings, overwrite: bool = False) -> bool:
+    """Whether run_dir(s) holds a finished training with these settings. A finished training of
+    other settings (or of a time before a setting existed) raises, since training again in its
+    folder deletes its models, unless ``overwrite``: then it counts as not finished."""
     from utils.experiments import NOT_HASHED
 
     folder = run_dir(s)
-    if not all(f.exists() for f in (folder / "config.json", folder / "train_summary.json",
-                                    report / "summary.json")):
+    if not ((folder / "config.json").exists() and (folder / "train_summary.json").exists()):
         return False
     differences = s.differences(read_json(folder / "config.json")["settings"], set(s) - NOT_HASHED)
-    if differences:
+    if differences and not overwrite:
         raise ValueError(f"{folder} holds a finished run with other settings: {'; '.join(differences)}. "
-                         "It is kept as it is: choose another RUN_NAME, or delete the folder to train it again")
-    return True
+                         "It is kept as it is: choose another RUN_NAME, or pass --overwrite to train "
+                         "it again in its folder")
+    return not differences
 
 
-def evaluate_step(s: Settings, folds: int = 0) -> dict:
+def finished_run(s: Settings, report: Path, overwrite: bool = False) -> bool:
+    """Whether run_dir(s) holds a finished training with these settings and its test report in
+    ``report``; other settings raise as in ``finished_training``."""
+    return finished_training(s, overwrite) and (report / "summary.json").exists()
+
+
+def _forget_results(folder: Path) -> None:
+    """A training about to start (or resume) replaces the folder's models, so the summary and the
+    reports of earlier ones go: they must not pass for this training's (a reused fold, a benchmark
+    seed) if it is interrupted. Reports of other models (a cross-validation's folds) stay."""
+    (folder / "train_summary.json").unlink(missing_ok=True)
+    own = [(folder / name).resolve() for name in ("best.keras", "last.keras", "snapshots")]
+    for summary in folder.glob("test-*/summary.json"):
+        scored = [Path(model).resolve() for model in read_json(summary).get("model", [])]
+        if any(model == mine or mine in model.parents for model in scored for mine in own):
+            shutil.rmtree(summary.parent)
+
+
+def evaluate_step(s: Settings, folds: int = 0, overwrite: bool = False) -> dict:
     """Train then test (or K-fold cross-validation); append a row to RUNS_DIR/experiments.csv
-    (not when a cross-validation only reported folds finished earlier)."""
+    (not when a cross-validation only reported folds finished earlier). ``overwrite``: train
+    over finished runs of other settings (see ``finished_training``)."""
     from utils.experiments import append_experiment, experiment_row
 
     if folds:
-        result = crossval_step(s, folds)
+        result = crossval_step(s, folds, overwrite)
         if result["reused_folds"] == folds:
             log.info("every fold was finished earlier: no new row in experiments.csv")
             return result
         row = experiment_row(s, result, result["train_seconds"], f"{folds}-fold")
     else:
-        trained = train_step(s)
+        trained = train_step(s, overwrite=overwrite)
         result = {"train": trained, "test": test_step(s)}
         row = experiment_row(s, result["test"], trained["train_seconds"], s["TEST_SPLIT"])
     append_experiment(Path(s["RUNS_DIR"]) / "experiments.csv", row)
     return result
 
 
-def crossval_step(s: Settings, folds: int) -> dict:
+def crossval_step(s: Settings, folds: int, overwrite: bool = False) -> dict:
     """K runs RUN_NAME/fold<k>, each trained on the other folds, selected and tested on its own;
     the mean and spread of the metrics go to RUN_NAME/crossval.json, and one report over every
     held-out recording, each scored by the fold model that did not train on it, to
@@ -266,7 +289,7 @@ def crossval_step(s: Settings, folds: int) -> dict:
         fold = s.replace(f"fold {k}", RUN_NAME=f"{s['RUN_NAME']}/fold{k}")
         held_out = [r for r in recordings if splits.get(r.id) == "val"]
         report = run_dir(fold) / "test-fold"
-        if finished_run(fold, report):
+        if finished_run(fold, report, overwrite):
             _check_held_out(report, held_out)
             log.info("cross-validation fold %d of %d: finished earlier, reused", k, folds)
             seconds += read_json(run_dir(fold) / "train_summary.json")["train_seconds"]
@@ -275,7 +298,7 @@ def crossval_step(s: Settings, folds: int) -> dict:
             continue
         log.info("cross-validation fold %d of %d: %d training, %d held-out recordings", k, folds,
                  sum(v == "train" for v in splits.values()), len(held_out))
-        seconds += train_step(fold, splits)["train_seconds"]
+        seconds += train_step(fold, splits, overwrite)["train_seconds"]
         results.append(test_step(fold, out=report, recordings=held_out))
     merged = merge_reports([Path(r["report"]) for r in results], {r.id: r for r in recordings},
                            TestOptions.from_settings(s))
