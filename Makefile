@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(PY) demo_data.py --out data/demo/raw
 	$(PY) sort_data.py $(DEMO)
 	$(PY) spec.py $(DEMO)
-	$(PY) train.py $(DEMO)
+	$(PY) train.py $(DEMO) --overwrite
 	$(PY) test.py $(DEMO)
 	$(PY) -m submission $(DEMO)
 	@echo "Demo done. Validation result (runs/demo/test-val/):"

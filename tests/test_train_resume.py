@@ -1,6 +1,7 @@
 """Kill a real train.py midway; the rerun continues at the right epoch with the same result."""
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,11 +47,20 @@ def test_killed_training_resumes_with_the_same_result(tmp_path, tiny_raw):
     epochs_at_kill = len(log_rows(killed))
     assert 2 <= epochs_at_kill < 6 and (killed / "backup").exists()
 
-    with pytest.raises(ValueError, match="interrupted run with other settings"):
+    saved = (killed / "config.json").read_bytes()
+    interrupted = tmp_path / "runs" / "interrupted"  # a copy, to be trained over below
+    shutil.copytree(killed, interrupted)
+    with pytest.raises(ValueError, match="an interrupted run with other settings: LEARNING_RATE .*--overwrite"):
         steps.train_step(s.replace(RUN_NAME="killed", LEARNING_RATE=0.01))
+    assert (killed / "config.json").read_bytes() == saved  # refused before anything changed
     resumed = steps.train_step(s.replace(RUN_NAME="killed"))
     assert resumed["resumed_at_epoch"] >= epochs_at_kill - 1 and resumed["epochs"] == 6
     assert not (killed / "backup").exists()
+
+    # --overwrite: the interrupted run of other settings is dropped, and this one starts afresh
+    fresh = steps.train_step(s.replace(RUN_NAME="interrupted", EPOCHS=2), overwrite=True)
+    assert fresh["resumed_at_epoch"] == 0 and fresh["epochs"] == 2
+    assert [r["epoch"] for r in log_rows(interrupted)] == ["0", "1"]
 
     steps.train_step(s.replace(RUN_NAME="straight"))
     a, b = log_rows(killed), log_rows(tmp_path / "runs" / "straight")

@@ -28,8 +28,9 @@ def settings_options(func):
 
 overwrite_option = click.option(
     "--overwrite", is_flag=True,
-    help="Train again in RUN_NAME's folder even where it holds a finished run of other settings "
-         "(its models and reports are deleted); without it such a run is kept and the command stops.")
+    help="Train in RUN_NAME's folder even where it holds a finished or interrupted run of other "
+         "settings (its models and reports are deleted); without it such a run is kept and the "
+         "command stops.")
 
 
 def settings_from_cli(config_file: str | None, overrides: tuple[str, ...]) -> Settings:

@@ -176,12 +176,14 @@ def problem_table(problems: list[dict], limit: int = 10) -> list[str]:
 
 def train_step(s: Settings, splits: Mapping[str, str] | None = None, overwrite: bool = False) -> dict:
     """Train on the store; ``splits`` (recording id -> train/val) replaces the dataset's split.
-    A finished training of other settings in the run folder raises unless ``overwrite``."""
+    A finished or interrupted training of other settings in the run folder raises unless
+    ``overwrite``, before anything there changes."""
     use_backend(s["KERAS_BACKEND"])
     from utils.store import Store
     from utils.training import TrainOptions, train_model
 
     finished_training(s, overwrite)
+    _check_interrupted_run(s, overwrite)
     store = Store(store_root(s))
     background = {r.id: r.background for r in load_recordings(s["DATASET_DIR"])}
     out = run_dir(s)
@@ -223,17 +225,39 @@ def finished_training(s: Settings, overwrite: bool = False) -> bool:
     """Whether run_dir(s) holds a finished training with these settings. A finished training of
     other settings (or of a time before a setting existed) raises, since training again in its
     folder deletes its models, unless ``overwrite``: then it counts as not finished."""
-    from utils.experiments import NOT_HASHED
-
     folder = run_dir(s)
     if not ((folder / "config.json").exists() and (folder / "train_summary.json").exists()):
         return False
-    differences = s.differences(read_json(folder / "config.json")["settings"], set(s) - NOT_HASHED)
+    differences = _saved_differences(s, folder)
     if differences and not overwrite:
-        raise ValueError(f"{folder} holds a finished run with other settings: {'; '.join(differences)}. "
-                         "It is kept as it is: choose another RUN_NAME, or pass --overwrite to train "
-                         "it again in its folder")
+        raise ValueError(_kept_message(folder, "a finished", differences))
     return not differences
+
+
+def _check_interrupted_run(s: Settings, overwrite: bool) -> None:
+    """An interrupted training of other settings raises before anything in its folder changes
+    (resuming it would mix two experiments), unless ``overwrite``: then it is deleted, and this
+    training starts afresh."""
+    folder = run_dir(s)
+    if not ((folder / "backup" / "run.json").exists() and (folder / "config.json").exists()):
+        return  # nothing interrupted (an older run without config.json is checked when resumed)
+    differences = _saved_differences(s, folder)
+    if differences and not overwrite:
+        raise ValueError(_kept_message(folder, "an interrupted", differences))
+    if differences:
+        shutil.rmtree(folder / "backup")
+
+
+def _saved_differences(s: Settings, folder: Path) -> list[str]:
+    from utils.experiments import NOT_HASHED
+
+    return s.differences(read_json(folder / "config.json")["settings"], set(s) - NOT_HASHED)
+
+
+def _kept_message(folder: Path, which: str, differences: list[str]) -> str:
+    return (f"{folder} holds {which} run with other settings: {'; '.join(differences)}. It is kept "
+            "as it is: choose another RUN_NAME, or pass --overwrite to train this one in its folder "
+            "instead (which deletes it)")
 
 
 def finished_run(s: Settings, report: Path, overwrite: bool = False) -> bool:
