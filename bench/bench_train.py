@@ -3,7 +3,8 @@
 Same model, same chunks, same run: (a) the reference, model.fit on numpy arrays in memory
 without augmentation; (b) what train.py does, model.fit on the batches utils.training's
 training_batches builds (ChunkBatches reading the on-disk store, with the settings' augmentation,
-balance and background prefetching). Headline: (b) / (a) in samples/s.
+balance and background prefetching). Headline: (b) / (a) in samples/s. Also printed: (c) the
+time one thread takes to build one of (b)'s batches, which bounds a GPU that trains faster.
 On an NVIDIA GPU (with nvidia-ml-py installed) each contender's mean GPU utilisation is printed.
 
     python bench/bench_train.py [--quick] [--steps N] [--set MODEL=efficientnet_b0 --set
@@ -107,6 +108,18 @@ def fit_rates(model, contenders, steps: int, batch_size: int, repeats: int):
     return [steps * batch_size / seconds for seconds in best], [b.mean for b in busy]
 
 
+def build_milliseconds(pipeline, batches: int, repeats: int) -> float:
+    """Milliseconds one thread takes to build one training batch (read the chunks, draw and read
+    what is mixed in, augment), the best of ``repeats`` passes over ``batches`` batches."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for index in range(batches):
+            pipeline._make_batch(0, index % len(pipeline))
+        best = min(best, time.perf_counter() - started)
+    return best / batches * 1000
+
+
 def busy_text(percent: float | None) -> str:
     return "" if percent is None else f", GPU busy {percent:.0f}%"
 
@@ -151,6 +164,7 @@ def main(quick, steps, config_file, overrides):
     print(f"(a) in memory, no augmentation: {reference:7.1f} samples/s{busy_text(busy[0])}")
     print(f"(b) store + augmentation:       {ours:7.1f} samples/s{busy_text(busy[1])}  "
           f"({sorted(augmenter.strengths) if augmenter else 'no augmentation'})")
+    print(f"(c) one (b) batch built by one thread: {build_milliseconds(pipeline, steps, repeats):.1f} ms")
     print(f"RESULT train_input_ratio {ours / reference:.2f} target 0.9")
 
 

@@ -283,3 +283,49 @@ def test_training_batches_mix_in_noise_of_the_training_recordings_only(tmp_path)
     # a cross-validation fold that trains on "h" mixes in h's noise, never that of held-out "t"
     swapped = store.index.assign(split=store.index["recording"].map({"t": "val", "h": "train"}))
     assert noise_of(swapped) == {"h"}
+
+
+def test_chunks_to_mix_in_are_asked_for_the_chosen_samples_only(batch):
+    """A batcher gives functions that read chunks from its store: the augmenter asks them for the
+    samples drawn for "noise" and "same_class" only, and changes those samples alone."""
+    x, y, noise = batch
+    settings = {"noise": 0.5, "same_class": 0.5, "time_mask": 0.2}
+    chosen = Augmenter(settings, probability=0.6, max_count=2, seed=7).choose(len(x))
+    asked = {}
+
+    def source(name, pool):
+        def give(positions):
+            asked[name] = positions.copy()
+            return pool[positions % len(pool)]
+        return give
+    xa, _ = Augmenter(settings, probability=0.6, max_count=2, seed=7)(
+        x, y, source("noise", noise), same_class=source("same_class", np.roll(x, 1, axis=0)))
+    names = sorted(settings)
+    for name in ("noise", "same_class"):
+        expected = np.flatnonzero(chosen[:, names.index(name)])
+        assert 0 < len(expected) < len(x) and np.array_equal(asked[name], expected)
+    changed = np.abs(xa - x).reshape(len(x), -1).max(axis=1) > 1e-6
+    assert not changed[~chosen.any(axis=1)].any() and changed[chosen.any(axis=1)].mean() > 0.5
+
+
+def test_a_batch_reads_only_the_chunks_it_mixes_in(tmp_path):
+    from utils.batches import ChunkBatches
+    from utils.store import StoreWriter
+
+    writer = StoreWriter(tmp_path / "s", {"spec": {"height": 8, "width": 12}}, shard_size=100)
+    for recording in range(4):  # 10 signal chunks and 2 noise chunks each
+        rows = [{"recording": f"r{recording}", "label": "a", "split": "train", "start": float(i),
+                 "s2n": 0.1, "noise": i >= 10} for i in range(12)]
+        writer.add(f"r{recording}", np.random.default_rng(recording).integers(0, 255, (12, 8, 12)).astype(np.uint8), rows)
+    store = writer.close()
+    signal, noise = store.index[~store.index["noise"]], store.index[store.index["noise"]]
+    augmenter = Augmenter({"noise": 0.5, "same_class": 0.5, "roll_v": 0.1}, probability=0.5, seed=0)
+    batches = ChunkBatches(store, signal["shard"], signal["row"], np.ones((40, 1), np.float32), 40,
+                           augmenter=augmenter, noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()),
+                           classes=np.zeros(40, int), recordings=signal["recording"].to_numpy())
+    read = []
+    images = store.images
+    store.images = lambda shards, rows_: read.append(len(rows_)) or images(shards, rows_)
+    batches[0]
+    mixed_in = sum(read[1:])  # the first read is the batch itself
+    assert read[0] == 40 and 0 < mixed_in < 40  # about 0.5 * 2 / 3 of 40 each, not 40 each

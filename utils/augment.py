@@ -16,6 +16,10 @@ import numpy as np
 from keras import ops
 
 EQ_POINTS = 5  # control points of the "eq" gain curve, evenly spread from the lowest row to the highest
+BATCH_WIDE = ("mixup", "mixstyle")  # mix a sample with others of its batch: computed on the whole batch
+
+# chunks to mix in: an array, or a function of batch positions giving one chunk for each
+Chunks = np.ndarray | Callable[[np.ndarray], np.ndarray]
 
 # name -> what the strength means
 AUGMENTATIONS = {
@@ -89,32 +93,61 @@ class Augmenter:
             chosen[row, self._rng.choice(len(self.names), size=count, replace=False)] = True
         return chosen
 
-    def __call__(self, images: np.ndarray, targets: np.ndarray, noise: np.ndarray | None = None,
-                 rng: np.random.Generator | None = None, same_class: np.ndarray | None = None):
+    def __call__(self, images: np.ndarray, targets: np.ndarray, noise: Chunks | None = None,
+                 rng: np.random.Generator | None = None, same_class: Chunks | None = None):
         """``noise``: chunks of the noise set ("noise" mixes random ones in); ``same_class``: one
         chunk per image, of its class but from another recording ("same_class" mixes each image
-        with its own; the targets stay, so a partner's background labels are not added). ``rng``
-        makes the batch's randomness come from the caller (per-batch seeds make training
-        reproducible and resumable); without it the augmenter's own stream is used."""
+        with its own; the targets stay, so a partner's background labels are not added). Either
+        may instead be a function of the batch positions drawn for the augmentation that returns
+        one chunk for each (random noise chunks, or those positions' partners): it is asked for
+        those samples only, so a batcher reads no more chunks than are mixed in. ``rng`` makes
+        the batch's randomness come from the caller (per-batch seeds make training reproducible
+        and resumable); without it the augmenter's own stream is used.
+
+        Each augmentation is computed on the samples drawn for it alone (about one in seven with
+        the defaults), not on the whole batch: building batches is what keeps a GPU waiting."""
         if not self.names or len(images) == 0:
             return images, targets
         self._batch_rng.rng = rng if rng is not None else self._own_rng
         chosen = self.choose(len(images))  # uses self._rng, set above
-        x = ops.convert_to_tensor(images, dtype="float32")
-        y = ops.convert_to_tensor(targets, dtype="float32")
-        mixed_in = {"noise": noise, "same_class": same_class}  # chunks from outside the batch
+        # The batch stays on the host; each augmentation's samples go through keras.ops and back
+        # into their rows (computing each on the whole batch and keeping the chosen rows, as
+        # before, did about seven times the work, and copying rows into a batch tensor copies it).
+        x = np.array(images, dtype=np.float32)  # a copy: the caller's images stay as they were
+        y = np.asarray(targets, dtype=np.float32)
+        sources = {"noise": self._source(noise, random_picks=True),
+                   "same_class": self._source(same_class, random_picks=False)}
         for column, name in enumerate(self.names):
-            chunks = mixed_in.get(name)
-            if not chosen[:, column].any() or (name in mixed_in and (chunks is None or not len(chunks))):
+            positions = np.flatnonzero(chosen[:, column])
+            if not len(positions) or (name in sources and sources[name] is None):
                 continue
-            mask = ops.convert_to_tensor(chosen[:, column])
             strength = float(self.strengths[name])
-            if name == "mixup":
-                x, y = self._mixup(x, y, mask, strength)
+            if name == "mixup":  # the partners come from the whole batch, and the targets mix too
+                mixed, y = self._mixup(ops.convert_to_tensor(x), ops.convert_to_tensor(y),
+                                       ops.convert_to_tensor(chosen[:, column]), strength)
+                x, y = np.array(ops.convert_to_numpy(mixed)), np.array(ops.convert_to_numpy(y))
                 continue
-            changed = self._ops[name](self, x, strength, chunks)
-            x = ops.where(ops.reshape(mask, (-1, 1, 1, 1)), changed, x)
-        return ops.convert_to_numpy(x), ops.convert_to_numpy(y)
+            if name in BATCH_WIDE:  # statistics of the whole batch: computed on all of it
+                changed = self._ops[name](self, ops.convert_to_tensor(x), strength, None)
+                x[positions] = ops.convert_to_numpy(changed)[positions]
+                continue
+            chunks = sources[name](positions) if name in sources else None
+            x[positions] = ops.convert_to_numpy(
+                self._ops[name](self, ops.convert_to_tensor(x[positions]), strength, chunks))
+        return x, y
+
+    def _source(self, given: Chunks | None, random_picks: bool) -> Callable | None:
+        """Chunks to mix in as a function of batch positions, or None when there are none: a
+        function is used as it is; an array gives random chunks of it (``random_picks``, the
+        noise set) or the chunk at each position (one per image)."""
+        if given is None or callable(given):
+            return given
+        chunks = np.asarray(given)
+        if not len(chunks):
+            return None
+        if random_picks:
+            return lambda positions: chunks[self._rng.integers(0, len(chunks), len(positions))]
+        return lambda positions: chunks[positions]
 
     # --------------------------------------------------------------- the augmentations
 
@@ -142,10 +175,6 @@ class Augmenter:
         weight = self._uniform((len(x), 1, 1, 1), 0.0, strength)
         mixed = x + weight * chunk
         return mixed / ops.maximum(ops.max(mixed, axis=(1, 2, 3), keepdims=True), 1.0)
-
-    def _noise(self, x, strength, noise):
-        picks = self._rng.integers(0, len(noise), len(x))
-        return self._add(x, strength, np.asarray(noise)[picks])
 
     def _band_mask(self, x, share, axis):
         size = x.shape[axis]
@@ -234,7 +263,7 @@ class Augmenter:
         "roll_h": lambda self, x, s, n: self._roll(x, s, 2),
         "pitch": lambda self, x, s, n: self._pitch(x, self._factor(s)),
         "stretch": lambda self, x, s, n: self._stretch(x, self._factor(s)),
-        "noise": lambda self, x, s, n: self._noise(x, s, n),
+        "noise": lambda self, x, s, n: self._add(x, s, n),
         "same_class": lambda self, x, s, n: self._add(x, s, n),
         "gaussian": lambda self, x, s, n: ops.clip(x + keras.random.normal(x.shape, stddev=s, seed=self._key()), 0, 1),
         "time_mask": lambda self, x, s, n: self._band_mask(x, s, 2),

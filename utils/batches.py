@@ -152,14 +152,16 @@ class ChunkBatches(keras.utils.PyDataset):
         targets = self.targets[chosen]
         if self.augmenter is not None:
             rng = np.random.default_rng([self.seed, epoch, index])  # batch-local randomness
-            noise = None
+            # the augmenter asks for the chunks it mixes in, for the samples drawn for it only
+            noise = partners = None
             if self.noise is not None and "noise" in self.augmenter.strengths:
-                picks = rng.integers(0, len(self.noise[0]), min(len(chosen), len(self.noise[0])))
-                noise = self.store.images(self.noise[0][picks], self.noise[1][picks])[..., None]
-            partners = None
+                def noise(positions):
+                    picks = rng.integers(0, len(self.noise[0]), len(positions))
+                    return self.store.images(self.noise[0][picks], self.noise[1][picks])[..., None]
             if self.partners is not None:
-                drawn = self.partners.draw(chosen, rng)
-                partners = self.store.images(self.shards[drawn], self.rows[drawn])[..., None]
+                def partners(positions):
+                    drawn = self.partners.draw(chosen[positions], rng)
+                    return self.store.images(self.shards[drawn], self.rows[drawn])[..., None]
             images, targets = self.augmenter(images, targets, noise, rng=rng, same_class=partners)
         if self.balance == "weights":
             return images, targets, self.weights[chosen]
