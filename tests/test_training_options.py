@@ -273,7 +273,7 @@ def test_a_finished_run_of_other_settings_is_kept_unless_overwrite(trained, tmp_
     report, folds = run / "test-val", run / "test-crossval"
 
     def write_report(folder, model):
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)  # the session fixture may hold a report already
         (folder / "summary.json").write_text(json.dumps({"top1_accuracy": 0.5, "model": [str(model)]}))
     write_report(report, run / "best.keras")
     write_report(folds, run / "fold1" / "best.keras")  # of other models: it stays
