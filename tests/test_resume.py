@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tests.conftest import TINY, make_settings
@@ -46,4 +47,7 @@ def test_killed_extraction_resumes_without_losing_or_duplicating_chunks(tmp_path
                                   clean.sort_values(key)[columns].reset_index(drop=True))
     assert len(committed_recordings(root)) == 90
     a, b = resumed.sort_values(key), clean.sort_values(key)
-    assert (resumed_store.images(a["shard"], a["row"]) == clean_store.images(b["shard"], b["row"])).all()
+    # the same chunks: two processes may time different FFTs (or ducc0's last bit may differ with
+    # its reused buffers), which can move a rare 8-bit pixel by one step, never more
+    difference = np.abs(resumed_store.images(a["shard"], a["row"]) - clean_store.images(b["shard"], b["row"]))
+    assert difference.max() <= 1 / 255 + 1e-6 and (difference > 0).mean() < 1e-3
