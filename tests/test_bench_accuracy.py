@@ -47,6 +47,29 @@ def test_a_finished_seed_is_reused_and_never_trained_over_with_other_settings(tm
     assert contents() == before  # nothing deleted or rewritten by the refusals
 
 
+
+def test_run_folder_state_names_what_a_folder_holds_and_refuses_other_settings(tmp_path):
+    s = make_settings(tmp_path, "RUN_NAME=r")
+    run = steps.run_dir(s)
+    assert steps.run_folder_state(s) == "none"  # no folder yet
+    run.mkdir(parents=True)
+    save_settings(s, run / "config.json")
+    assert steps.run_folder_state(s) == "none"  # settings saved, nothing trained or backed up yet
+    (run / "backup").mkdir()
+    (run / "backup" / "run.json").write_text("{}")
+    assert steps.run_folder_state(s) == "interrupted"
+    with pytest.raises(ValueError, match=r"holds an interrupted run with other settings: EPOCHS 30 -> 4"):
+        steps.run_folder_state(s.replace(EPOCHS=4))
+    assert (run / "backup" / "run.json").exists()  # refused: kept
+    assert steps.run_folder_state(s.replace(EPOCHS=4), overwrite=True) == "none"
+    assert not (run / "backup").exists()  # overwritten: this training starts afresh
+    (run / "train_summary.json").write_text("{}")
+    assert steps.run_folder_state(s) == "finished"
+    with pytest.raises(ValueError, match=r"holds a finished run with other settings: EPOCHS 30 -> 4"):
+        steps.run_folder_state(s.replace(EPOCHS=4))
+    assert steps.run_folder_state(s.replace(EPOCHS=4), overwrite=True) == "none"
+    assert not steps.finished_run(s, run / "test-val")  # finished, but not tested yet
+
 def test_the_seed_ensemble_averages_each_seeds_chosen_model(trained, tmp_path):
     bench = _bench()
     tiny = trained.replace(POOLING="mean", TEST_SPLIT="val")  # the tiny model's scores are near-even:

@@ -182,8 +182,7 @@ def train_step(s: Settings, splits: Mapping[str, str] | None = None, overwrite: 
     from utils.store import Store
     from utils.training import TrainOptions, train_model
 
-    finished_training(s, overwrite)
-    _check_interrupted_run(s, overwrite)
+    run_folder_state(s, overwrite)  # raises on a run of other settings, before the folder changes
     store = Store(store_root(s))
     background = {r.id: r.background for r in load_recordings(s["DATASET_DIR"])}
     out = run_dir(s)
@@ -221,31 +220,31 @@ def test_step(s: Settings, out: Path | None = None, recordings=None) -> dict:
     return report.summary
 
 
-def finished_training(s: Settings, overwrite: bool = False) -> bool:
-    """Whether run_dir(s) holds a finished training with these settings. A finished training of
-    other settings (or of a time before a setting existed) raises, since training again in its
-    folder deletes its models, unless ``overwrite``: then it counts as not finished."""
+def run_folder_state(s: Settings, overwrite: bool = False) -> str:
+    """What run_dir(s) holds for a training of these settings: "finished", "interrupted" (it
+    resumes) or "none". A finished or interrupted training of other settings (or of a time before
+    a setting existed) raises before anything in its folder changes, since training there would
+    delete its models or mix two experiments, unless ``overwrite``: then its backup goes and the
+    folder counts as "none" (the training replaces what it holds)."""
     folder = run_dir(s)
-    if not ((folder / "config.json").exists() and (folder / "train_summary.json").exists()):
-        return False
+    if not (folder / "config.json").exists():  # nothing to compare: trained afresh (an interrupted
+        return "none"                           # run's own identity check still guards a resume)
+    if (folder / "train_summary.json").exists():
+        state = "finished"
+    elif (folder / "backup" / "run.json").exists():
+        state = "interrupted"
+    else:
+        return "none"
     differences = _saved_differences(s, folder)
-    if differences and not overwrite:
-        raise ValueError(_kept_message(folder, "a finished", differences))
-    return not differences
-
-
-def _check_interrupted_run(s: Settings, overwrite: bool) -> None:
-    """An interrupted training of other settings raises before anything in its folder changes
-    (resuming it would mix two experiments), unless ``overwrite``: then it is deleted, and this
-    training starts afresh."""
-    folder = run_dir(s)
-    if not ((folder / "backup" / "run.json").exists() and (folder / "config.json").exists()):
-        return  # nothing interrupted (an older run without config.json is checked when resumed)
-    differences = _saved_differences(s, folder)
-    if differences and not overwrite:
-        raise ValueError(_kept_message(folder, "an interrupted", differences))
-    if differences:
-        shutil.rmtree(folder / "backup")
+    if not differences:
+        return state
+    if not overwrite:
+        raise ValueError(f"{folder} holds {'an' if state == 'interrupted' else 'a'} {state} run with "
+                         f"other settings: {'; '.join(differences)}. It is kept as it is: choose "
+                         "another RUN_NAME, or pass --overwrite to train this one in its folder "
+                         "instead (which deletes it)")
+    shutil.rmtree(folder / "backup", ignore_errors=True)
+    return "none"
 
 
 def _saved_differences(s: Settings, folder: Path) -> list[str]:
@@ -254,16 +253,10 @@ def _saved_differences(s: Settings, folder: Path) -> list[str]:
     return s.differences(read_json(folder / "config.json")["settings"], set(s) - NOT_HASHED)
 
 
-def _kept_message(folder: Path, which: str, differences: list[str]) -> str:
-    return (f"{folder} holds {which} run with other settings: {'; '.join(differences)}. It is kept "
-            "as it is: choose another RUN_NAME, or pass --overwrite to train this one in its folder "
-            "instead (which deletes it)")
-
-
 def finished_run(s: Settings, report: Path, overwrite: bool = False) -> bool:
     """Whether run_dir(s) holds a finished training with these settings and its test report in
-    ``report``; other settings raise as in ``finished_training``."""
-    return finished_training(s, overwrite) and (report / "summary.json").exists()
+    ``report``; a run of other settings raises as in ``run_folder_state``."""
+    return run_folder_state(s, overwrite) == "finished" and (report / "summary.json").exists()
 
 
 def _forget_results(folder: Path) -> None:
@@ -281,7 +274,7 @@ def _forget_results(folder: Path) -> None:
 def evaluate_step(s: Settings, folds: int = 0, overwrite: bool = False) -> dict:
     """Train then test (or K-fold cross-validation); append a row to RUNS_DIR/experiments.csv
     (not when a cross-validation only reported folds finished earlier). ``overwrite``: train
-    over finished runs of other settings (see ``finished_training``)."""
+    over runs of other settings (see ``run_folder_state``)."""
     from utils.experiments import append_experiment, experiment_row
 
     if folds:
