@@ -18,6 +18,20 @@ def test_per_file_cap_and_noise_fraction():
     assert keep.tolist() == list(range(8)) and noise.tolist() == (s2n < 0.05).tolist()
 
 
+
+def test_a_share_of_each_file_stays_signal_whatever_the_gate_says():
+    steady = np.zeros(10)  # a song that never stops: the gate finds nothing anywhere
+    keep, noise = choose_chunks("rec", steady, Selection(0.05, min_signal_share=0.5))
+    assert keep.tolist() == list(range(10)) and noise.tolist() == [False] * 5 + [True] * 5
+    assert choose_chunks("rec", steady, Selection(0.05))[1].all()  # share 0: the gate decides
+    # the best-scoring noise chunks are promoted, only as many as the share needs
+    s2n = np.array([0.2, 0.01, 0.0, 0.03, 0.02, 0.0, 0.0])
+    noise = choose_chunks("rec", s2n, Selection(0.05, min_signal_share=0.5))[1]
+    assert np.flatnonzero(~noise).tolist() == [0, 1, 3, 4]  # 0.2 by the gate, then 0.03, 0.02, 0.01
+    assert not choose_chunks("rec", s2n, Selection(0.05, min_signal_share=1.0))[1].any()
+    busy = np.array([0.2, 0.3, 0.0, 0.4])  # already half signal: the gate's verdict stands
+    assert choose_chunks("rec", busy, Selection(0.05, min_signal_share=0.5))[1].tolist() == [False, False, True, False]
+
 def test_choice_depends_on_recording_and_seed_only():
     s2n = np.linspace(0.1, 1, 50)
     sel = Selection(0.0, max_per_file=10, seed=7)
@@ -78,3 +92,12 @@ def test_spec_reports_recordings_the_gate_took_most_chunks_from(tmp_path, tiny_r
     summary = read_json(steps.store_root(s.replace(SIGNAL_THRESHOLD=1.0)) / "summary.json")
     assert len(summary["mostly_noise"]) == 3  # classes
     assert [set(shares.values()) for shares in summary["mostly_noise"].values()] == [{1.0}] * 3
+    # MIN_SIGNAL_SHARE (0.5 by default) keeps half of each recording's chunks as signal all the same
+    index = Store(steps.store_root(s.replace(SIGNAL_THRESHOLD=1.0))).index
+    assert index.groupby("recording")["noise"].mean().max() <= 0.5 and index["noise"].any()
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_a_signal_share_outside_0_1_is_refused(tmp_path, share):
+    with pytest.raises(ValueError, match="MIN_SIGNAL_SHARE must be between 0 and 1"):
+        steps.store_root(make_settings(tmp_path, f"MIN_SIGNAL_SHARE={share}"))

@@ -239,6 +239,7 @@ class Selection:
     noise_fraction: float = 1.0        # share of noise chunks kept (marked noise)
     max_per_file: int = 0              # signal chunks kept per file; 0 = all
     seed: int = 1337
+    min_signal_share: float = 0.0      # share of a file's chunks that stay signal whatever the gate says
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -253,13 +254,20 @@ def choose_chunks(recording: str, s2n: np.ndarray, selection: Selection, quota: 
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(indices of kept chunks in time order, their noise flags).
 
-    Signal chunks over the cap (the smaller of max_per_file and the file's share of a class cap)
-    are dropped at random, noise chunks are kept with probability noise_fraction. The random
+    The gate's verdict (signal below signal_threshold is noise) is overruled for the best-scoring
+    noise chunks where fewer than min_signal_share of the file's chunks are signal: a song that
+    never stops has no pixel above its own band's median, so the gate alone takes all of it for
+    noise. Signal chunks over the cap (the smaller of max_per_file and the file's share of a class
+    cap) are dropped at random, noise chunks are kept with probability noise_fraction. The random
     generator is seeded by the seed and the recording id, so the choice does not depend on the
     order or the process in which files are handled (and a resumed run chooses the same chunks).
     """
     rng = np.random.default_rng([selection.seed, zlib.crc32(recording.encode("utf-8"))])
     noise = s2n < selection.signal_threshold
+    missing = int(np.ceil(selection.min_signal_share * len(s2n) - 1e-9)) - int((~noise).sum())
+    if missing > 0:  # the gate's best-scoring noise chunks (the earliest of equals) become signal
+        candidates = np.flatnonzero(noise)
+        noise[candidates[np.argsort(-s2n[candidates], kind="stable")[:missing]]] = False
     signal = np.flatnonzero(~noise)
     caps = [c for c in (selection.max_per_file, quota) if c > 0]
     if caps and len(signal) > min(caps):

@@ -20,25 +20,35 @@ def signal_fraction(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images, dtype=np.float32)
     if images.ndim == 2:
         images = images[None]
+    # A file's last chunk is zero-padded, and its padding is all floor. Counted in the row medians
+    # it pulls them to 0 once it fills half the chunk, and every sound pixel then passes: a tail
+    # of steady song became "signal" while the rest of its file was noise. The medians and the
+    # fraction are taken over the columns that hold sound.
+    live = images.max(axis=1) > 0                                   # (n, width)
     row_median = np.median(images, axis=2, keepdims=True)
+    for i in np.flatnonzero(~live.all(axis=1) & live.any(axis=1)):
+        row_median[i] = np.median(images[i][:, live[i]], axis=1, keepdims=True)
     column_median = np.median(images, axis=1, keepdims=True)
     mask = ((images >= row_median * ROW_FACTOR) & (images >= column_median * COLUMN_FACTOR)
             & (images > 0)).astype(np.uint8)
-    out = np.empty(len(images), np.float64)
+    out = np.zeros(len(images), np.float64)
     for i, m in enumerate(mask):
+        if not live[i].any():
+            continue  # all floor: nothing to hear
         m = cv2.medianBlur(m, 3)
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, _KERNEL)
-        out[i] = m.mean()
+        out[i] = m[:, live[i]].mean()
     return out
 
 
-def mostly_noise_recordings(index, share: float = 0.5) -> dict[str, dict[str, float]]:
-    """Recordings whose stored chunks the gate marked as noise at ``share`` or more, by class:
-    label -> {recording: share}. A song that never stops (cicadas, crickets, frog choruses) has
-    few pixels above its own row medians, so this detector of calls that stand out takes it for
-    noise, and the user should know before those chunks are left out of training. ``index`` is
-    a store index (label, recording and noise columns)."""
-    shares = index.groupby(["label", "recording"])["noise"].mean()
+def mostly_noise_recordings(index, threshold: float, share: float = 0.5) -> dict[str, dict[str, float]]:
+    """Recordings of whose stored chunks the gate scored ``share`` or more below ``threshold``
+    (noise), by class: label -> {recording: share}. A song that never stops (cicadas, crickets,
+    frog choruses) has few pixels above its own row medians, so this detector of calls that stand
+    out takes it for noise, and the user should know what it judged so. ``index`` is a store
+    index (label, recording and s2n columns); the gate's verdict is read from s2n, since
+    MIN_SIGNAL_SHARE may have kept some of those chunks as signal."""
+    shares = (index["s2n"] < threshold).groupby([index["label"], index["recording"]]).mean()
     out: dict[str, dict[str, float]] = {}
     for (label, recording), s in shares[shares >= share].items():
         out.setdefault(str(label), {})[str(recording)] = round(float(s), 3)

@@ -93,7 +93,10 @@ def store_settings(s: Settings) -> dict:
 def selection(s: Settings) -> Selection:
     if not 0 <= s["NOISE_FRACTION"] <= 1:
         raise ValueError(f"NOISE_FRACTION must be between 0 and 1, got {s['NOISE_FRACTION']}")
-    return Selection(s["SIGNAL_THRESHOLD"], s["NOISE_FRACTION"], s["MAX_CHUNKS_PER_FILE"], s["SEED"])
+    if not 0 <= s["MIN_SIGNAL_SHARE"] <= 1:
+        raise ValueError(f"MIN_SIGNAL_SHARE must be between 0 and 1, got {s['MIN_SIGNAL_SHARE']}")
+    return Selection(s["SIGNAL_THRESHOLD"], s["NOISE_FRACTION"], s["MAX_CHUNKS_PER_FILE"], s["SEED"],
+                     s["MIN_SIGNAL_SHARE"])
 
 
 def store_root(s: Settings) -> Path:
@@ -134,13 +137,15 @@ def spec_step(s: Settings) -> dict:
     every_problem = [{"recording": r, **v} for r, v in store.recordings.items() if v["status"] != "ok"]
     summary = {"store": str(root), "recordings": len(store.recordings),
                "signal_chunks": int((~index["noise"]).sum()), "noise_chunks": int(index["noise"].sum()),
-               "mostly_noise": mostly_noise_recordings(index),
+               "mostly_noise": mostly_noise_recordings(index, s["SIGNAL_THRESHOLD"]),
                "problems": len(every_problem), "this_run": report["counts"],
                "problem_table": problem_table(every_problem)}
     atomic_write_json(root / "summary.json", summary)
     if summary["mostly_noise"]:
-        log.warning("%s Steady songs can look like noise to it; noise chunks are not trained on, "
-                    "and SIGNAL_THRESHOLD = 0 trains on every chunk.", gated_line(summary["mostly_noise"]))
+        log.warning("%s Steady songs can look like noise to it: noise chunks are not trained on, "
+                    "except the best-scoring ones that keep MIN_SIGNAL_SHARE (%g) of each recording "
+                    "as signal; SIGNAL_THRESHOLD = 0 trains on every chunk.",
+                    gated_line(summary["mostly_noise"]), s["MIN_SIGNAL_SHARE"])
     for problem in report["problems"]:
         log.warning("skipped %s: %s", problem["path"], problem["detail"])
     if s["EXPORT_PNG"]:
