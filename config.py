@@ -44,7 +44,8 @@ VALUE_RANGE = [-80.0, 0.0]                   # [low, high] mapped to [0, 1] with
 SIGNAL_THRESHOLD = 0.0001                    # signal-pixel fraction below which a chunk is noise;
                                              # 0 = every chunk is signal (steady songs can look like noise)
 MIN_SIGNAL_SHARE = 0.5                       # share of each recording's chunks that stay signal (its best by
-                                             # the gate) even when the gate says noise; 0 = the gate decides
+                                             # the gate) even when the gate says noise: a song that never
+                                             # stops looks like noise to it (BENCHMARKS.md); 0 = the gate decides
 NOISE_FRACTION = 1.0                         # share of rejected (noise) chunks kept for augmentation
 MAX_CHUNKS_PER_FILE = 0                      # signal chunks kept per recording (random); 0 = all
 MAX_CHUNKS_PER_CLASS = 0                     # signal chunks per class, spread over its recordings; 0 = all
