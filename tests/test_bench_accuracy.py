@@ -70,6 +70,18 @@ def test_run_folder_state_names_what_a_folder_holds_and_refuses_other_settings(t
     assert steps.run_folder_state(s.replace(EPOCHS=4), overwrite=True) == "none"
     assert not steps.finished_run(s, run / "test-val")  # finished, but not tested yet
 
+
+def test_a_path_written_another_way_is_the_same_setting(tmp_path, monkeypatch):
+    s = make_settings(tmp_path, "RUN_NAME=r")
+    run = steps.run_dir(s)
+    run.mkdir(parents=True)
+    save_settings(s, run / "config.json")
+    (run / "train_summary.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)  # the saved DATASET_DIR is absolute; "dataset" names the same folder
+    assert steps.run_folder_state(s.replace(DATASET_DIR="dataset", STORE_DIR="./store")) == "finished"
+    with pytest.raises(ValueError, match="DATASET_DIR .* -> 'other'"):
+        steps.run_folder_state(s.replace(DATASET_DIR="other"))
+
 def test_the_seed_ensemble_averages_each_seeds_chosen_model(trained, tmp_path):
     bench = _bench()
     tiny = trained.replace(POOLING="mean", TEST_SPLIT="val")  # the tiny model's scores are near-even:

@@ -21,6 +21,8 @@ METRIC_COLUMNS = ("mlrap", "top1_accuracy", "top5_accuracy", "macro_roc_auc", "p
 # settings that name where things go, not what is computed: left out of the config hash
 NOT_HASHED = {"RUN_NAME", "RUNS_DIR", "LOG_LEVEL", "SPEC_WORKERS", "BATCH_THREADS", "TENSORBOARD",
               "EXPORT_PNG", "PNG_DIR"}
+# settings that name data on disk: a run is the same whichever way the path to it is written
+PATH_SETTINGS = {"RAW_DATA", "DATASET_DIR", "STORE_DIR", "PRETRAINED"}
 
 
 def fold_splits(recordings: list[Recording], folds: int, seed: int) -> list[dict[str, str]]:

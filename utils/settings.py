@@ -190,16 +190,23 @@ class Settings(Mapping):
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(self._values, default=str))
 
-    def differences(self, saved: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
+    def differences(self, saved: Mapping[str, Any], keys: Iterable[str],
+                    paths: Iterable[str] = ()) -> list[str]:
         """How these settings differ on ``keys`` from ``saved`` (a saved run's settings):
         "KEY old -> new", or "KEY (not a setting then)" where ``saved`` lacks the key (a setting
         added since may have had another default then). Saved values are validated as settings
-        first, so a list saved for a tuple is no difference."""
-        keys = sorted(keys)
+        first, so a list saved for a tuple is no difference; the ``paths`` keys are compared as
+        the folders or files they name, so "data/x" and its absolute spelling are the same."""
+        keys, paths = sorted(keys), set(paths)
         out = [f"{k} (not a setting then)" for k in keys if k not in saved]
         known = [k for k in keys if k in saved]
         then = self.replace("saved settings", **{k: saved[k] for k in known})
-        return out + [f"{k} {then[k]!r} -> {self[k]!r}" for k in known if then[k] != self[k]]
+
+        def same(k):
+            if k in paths and then[k] and self[k]:
+                return Path(then[k]).resolve() == Path(self[k]).resolve()
+            return then[k] == self[k]
+        return out + [f"{k} {then[k]!r} -> {self[k]!r}" for k in known if not same(k)]
 
     def fingerprint(self, keys: list[str] | None = None) -> str:
         chosen = {k: self._values[k] for k in (keys or sorted(self._values))}

@@ -253,9 +253,10 @@ def run_folder_state(s: Settings, overwrite: bool = False) -> str:
 
 
 def _saved_differences(s: Settings, folder: Path) -> list[str]:
-    from utils.experiments import NOT_HASHED
+    from utils.experiments import NOT_HASHED, PATH_SETTINGS
 
-    return s.differences(read_json(folder / "config.json")["settings"], set(s) - NOT_HASHED)
+    return s.differences(read_json(folder / "config.json")["settings"], set(s) - NOT_HASHED,
+                         PATH_SETTINGS)
 
 
 def finished_run(s: Settings, report: Path, overwrite: bool = False) -> bool:
