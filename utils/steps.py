@@ -91,10 +91,9 @@ def store_settings(s: Settings) -> dict:
 
 
 def selection(s: Settings) -> Selection:
-    if not 0 <= s["NOISE_FRACTION"] <= 1:
-        raise ValueError(f"NOISE_FRACTION must be between 0 and 1, got {s['NOISE_FRACTION']}")
-    if not 0 <= s["MIN_SIGNAL_SHARE"] <= 1:
-        raise ValueError(f"MIN_SIGNAL_SHARE must be between 0 and 1, got {s['MIN_SIGNAL_SHARE']}")
+    for share in ("NOISE_FRACTION", "MIN_SIGNAL_SHARE"):
+        if not 0 <= s[share] <= 1:
+            raise ValueError(f"{share} must be between 0 and 1, got {s[share]}")
     return Selection(s["SIGNAL_THRESHOLD"], s["NOISE_FRACTION"], s["MAX_CHUNKS_PER_FILE"], s["SEED"],
                      s["MIN_SIGNAL_SHARE"])
 
