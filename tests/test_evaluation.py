@@ -234,7 +234,20 @@ def test_compare_counts_recordings_right_in_one_report_only(tmp_path):
     _write_report_folder(tmp_path / "y", other, ["a", "b"], [[0.5, 0.5]] * len(other))
     assert _paired_top1(tmp_path / "x", tmp_path / "y") == [
         "top-1 on the 4 recordings both scored: right in both 1, only in the first 1, "
-        "only in the second 1, in neither 1"]
+        "only in the second 1, in neither 1",
+        "  exact McNemar test on the 2 that differ: p = 1.000 (the chance of a split at least this "
+        "uneven if the two were equally good)"]
+
+
+def test_mcnemar_p_matches_the_binomial_tail_by_hand():
+    from utils.evaluation import mcnemar_p
+
+    # 1 against 9: P(X <= 1) for X ~ Bin(10, 1/2) is (1 + 10) / 1024, doubled for two sides
+    assert mcnemar_p(1, 9) == pytest.approx(22 / 1024)
+    assert mcnemar_p(9, 1) == pytest.approx(22 / 1024)
+    assert mcnemar_p(0, 3) == pytest.approx(2 / 8)   # 0 against 3: (1/2)^3, doubled
+    assert mcnemar_p(5, 5) == pytest.approx(1.0)
+    assert mcnemar_p(0, 0) == 1.0                    # nothing differs: no evidence either way
 
 
 def _rec(rid, label, split="train", group=""):

@@ -211,9 +211,21 @@ def _paired_top1(a: Path, b: Path) -> list[str]:
     if both.empty:
         return []
     right_a, right_b = both["correct_a"] == "True", both["correct_b"] == "True"
+    only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
     return [f"top-1 on the {len(both)} recordings both scored: right in both {(right_a & right_b).sum()}, "
-            f"only in the first {(right_a & ~right_b).sum()}, only in the second "
-            f"{(~right_a & right_b).sum()}, in neither {(~right_a & ~right_b).sum()}"]
+            f"only in the first {only_a}, only in the second {only_b}, "
+            f"in neither {(~right_a & ~right_b).sum()}",
+            f"  exact McNemar test on the {only_a + only_b} that differ: p = {mcnemar_p(only_a, only_b):.3f} "
+            f"(the chance of a split at least this uneven if the two were equally good)"]
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar test: under "equally good", each recording that one report gets
+    right and the other wrong falls either way with chance 1/2 (a binomial test)."""
+    from scipy.stats import binomtest
+
+    n = only_a + only_b
+    return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
 
 
 def compare_reports(a: str | Path, b: str | Path, top: int = 5) -> str:
@@ -238,6 +250,7 @@ def compare_reports(a: str | Path, b: str | Path, top: int = 5) -> str:
         changed = joined[joined["change"] != 0].head(top)
         if len(changed):
             lines.append(f"largest per-class F1 changes (of {len(joined)} classes):")
-            lines += [f"  {row['class']:<20} {row['f1_a']:.3f} -> {row['f1_b']:.3f}"
+            name_width = max(len(str(name)) for name in changed["class"])
+            lines += [f"  {row['class']:<{name_width}} {row['f1_a']:.3f} -> {row['f1_b']:.3f}"
                       for _, row in changed.iterrows()]
     return "\n".join(lines)
