@@ -82,6 +82,7 @@ def test_a_path_written_another_way_is_the_same_setting(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="DATASET_DIR .* -> 'other'"):
         steps.run_folder_state(s.replace(DATASET_DIR="other"))
 
+
 def test_the_seed_ensemble_averages_each_seeds_chosen_model(trained, tmp_path):
     bench = _bench()
     tiny = trained.replace(POOLING="mean", TEST_SPLIT="val")  # the tiny model's scores are near-even:

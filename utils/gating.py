@@ -25,16 +25,17 @@ def signal_fraction(images: np.ndarray) -> np.ndarray:
     # of steady song became "signal" while the rest of its file was noise. The medians and the
     # fraction are taken over the columns that hold sound.
     live = images.max(axis=1) > 0                                   # (n, width)
+    heard = live.any(axis=1)                    # chunks with any sound at all
     padded = ~live.all(axis=1)                  # padded tails (or silence): rare, redone alone
     row_median = np.median(images, axis=2, keepdims=True)
-    for i in np.flatnonzero(padded & live.any(axis=1)):
+    for i in np.flatnonzero(padded & heard):
         row_median[i] = np.median(images[i][:, live[i]], axis=1, keepdims=True)
     column_median = np.median(images, axis=1, keepdims=True)
     mask = ((images >= row_median * ROW_FACTOR) & (images >= column_median * COLUMN_FACTOR)
             & (images > 0)).astype(np.uint8)
     out = np.zeros(len(images), np.float64)
     for i, m in enumerate(mask):
-        if not live[i].any():
+        if not heard[i]:
             continue  # all floor: nothing to hear
         m = cv2.medianBlur(m, 3)
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, _KERNEL)
