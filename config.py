@@ -75,6 +75,8 @@ WIDTH = 1                                    # filter multiplier (wide-ResNet K)
 DOWNSAMPLING: Literal["pool", "stride"] = "pool"  # halve resolution by max pooling or strided convs
 STEM_DOWNSAMPLING = [4, 4]                   # resnet stem shrinks [frequency, time] by 1, 2 or 4;
                                              # less in frequency keeps fine spectral lines apart
+STEM_KERNEL = [5, 5]                         # resnet stem convolution's [frequency rows, time columns];
+                                             # taller spans line spacings before the stem pools them
 MIN_FREQUENCY_ROWS = 0                       # resnet stages stop halving the frequency axis at this many
                                              # rows (the frequency head's bands); 0 = halve in every stage
 SQUEEZE_EXCITATION = False                   # resnet: each block reweights its channels by a gate computed

@@ -63,6 +63,15 @@ def test_the_stem_shrinks_each_axis_by_its_own_factor(stem, rows, columns):
     assert model.get_layer("body_out_relu").output.shape[1:3] == (rows, columns)
 
 
+def test_the_stem_kernel_spans_the_rows_and_columns_asked_for():
+    tall = build_model("resnet", (64, 128, 1), 3, filters=[8, 16], stem_kernel=[15, 3])
+    assert tuple(tall.get_layer("stem_conv").kernel.shape) == (15, 3, 1, 8)
+    assert tuple(build_model("resnet", (64, 128, 1), 3, filters=[8]).get_layer(
+        "stem_conv").kernel.shape) == (5, 5, 1, 8)  # the default
+    # "same" padding: the stem's output keeps its size whatever the kernel
+    assert tall.get_layer("body_out_relu").output.shape[1:3] == (8, 16)
+
+
 @pytest.mark.parametrize("downsampling", ["pool", "stride"])
 @pytest.mark.parametrize("min_rows, rows", [(0, 2), (8, 8), (16, 16), (4, 4)])
 def test_stages_stop_halving_frequency_at_min_frequency_rows(downsampling, min_rows, rows):
@@ -120,6 +129,7 @@ def test_drop_path_skips_whole_residual_branches_more_often_deeper():
 
 @pytest.mark.parametrize("bad", [{"head": "gru"}, {"dropout_type": "gaussian"}, {"downsampling": "avg"},
                                  {"stem_downsampling": (3, 4)}, {"stem_downsampling": (4,)},
+                                 {"stem_kernel": (5,)}, {"stem_kernel": (0, 5)},
                                  {"min_frequency_rows": -1}, {"drop_path": 1.0}, {"drop_path": -0.1}])
 def test_bad_model_options_are_refused(bad):
     with pytest.raises(ValueError):

@@ -41,6 +41,7 @@ class ModelOptions:
     dense_units: int = 512                    # "pi": width of its two dense layers
     frequency_channel: bool = False           # add an input channel holding each row's position
     stem_downsampling: tuple[int, int] = (4, 4)  # resnet stem: (frequency, time) factor, 1, 2 or 4
+    stem_kernel: tuple[int, int] = (5, 5)     # resnet stem convolution: (frequency rows, time columns)
     cepstrum_features: bool = False           # head also sees the input's cepstrum (not "attention")
     squeeze_excitation: bool = False          # resnet: each block reweights its channels (SE)
     min_frequency_rows: int = 0               # resnet stages stop halving frequency at this many rows
@@ -197,14 +198,16 @@ def resnet_body(x, options: ModelOptions, l2):
 
     The stem shrinks each axis by 4 (a strided convolution, then max pooling) unless
     ``stem_downsampling`` says less: fine frequency structure (harmonics or pulse-rate sidebands a
-    few rows apart) then reaches the first residual stage unmerged, at that stage's cost.
+    few rows apart) then reaches the first residual stage unmerged, at that stage's cost. A taller
+    ``stem_kernel`` lets the stem's filters span such structure before the frequency axis is pooled.
     ``min_frequency_rows`` stops the stages halving the frequency axis once it is that small (they
     go on halving time), so the frequency head gets narrower bands. ``drop_path`` is the deepest
     block's chance of being skipped; earlier blocks' chances fall linearly with depth, as in the
     stochastic-depth paper (the early blocks compute what every later one needs)."""
     conv_stride = tuple(min(factor, 2) for factor in options.stem_downsampling)
     pool = tuple(factor // stride for factor, stride in zip(options.stem_downsampling, conv_stride))
-    x = _conv(options.filters[0] * options.width, 5, conv_stride, l2, "stem_conv")(x)
+    stem_filters = options.filters[0] * options.width
+    x = _conv(stem_filters, options.stem_kernel, conv_stride, l2, "stem_conv")(x)
     x = _bn_relu(x, "stem")
     if pool != (1, 1):
         x = layers.MaxPooling2D(pool, name="stem_pool")(x)
@@ -332,6 +335,8 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
         raise ValueError("FILTERS needs at least one stage; DOWNSAMPLING is pool or stride")
     if len(options.stem_downsampling) != 2 or not set(options.stem_downsampling) <= {1, 2, 4}:
         raise ValueError("STEM_DOWNSAMPLING is [frequency, time], each 1, 2 or 4")
+    if len(options.stem_kernel) != 2 or min(options.stem_kernel) < 1:
+        raise ValueError("STEM_KERNEL is [frequency rows, time columns], each at least 1")
     if options.min_frequency_rows < 0:
         raise ValueError("MIN_FREQUENCY_ROWS is a number of rows, 0 = no limit")
     if not 0 <= options.drop_path < 1:

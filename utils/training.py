@@ -105,7 +105,8 @@ class TrainOptions:
         architecture = ModelOptions(
             filters=tuple(s["FILTERS"]), kernel_sizes=tuple(s["KERNEL_SIZES"]),
             blocks_per_stage=s["BLOCKS_PER_STAGE"], width=s["WIDTH"], downsampling=s["DOWNSAMPLING"],
-            stem_downsampling=tuple(s["STEM_DOWNSAMPLING"]), dropout=s["DROPOUT"],
+            stem_downsampling=tuple(s["STEM_DOWNSAMPLING"]), stem_kernel=tuple(s["STEM_KERNEL"]),
+            dropout=s["DROPOUT"],
             dropout_type=s["DROPOUT_TYPE"], head=s["HEAD"], multi_label=s["MULTI_LABEL"],
             l2=s["L2_WEIGHT"], dense_units=s["DENSE_UNITS"], frequency_channel=s["FREQUENCY_CHANNEL"],
             cepstrum_features=s["CEPSTRUM_FEATURES"], squeeze_excitation=s["SQUEEZE_EXCITATION"],
