@@ -124,6 +124,25 @@ def test_compare_prints_two_runs_side_by_side(trained, tmp_path):
     assert missing.exit_code == 1 and "no test report found for 'nope'" in missing.output
 
 
+def test_evaluate_tests_a_finished_training_without_training_again(trained, tmp_path, monkeypatch):
+    import utils.training
+
+    # a run whose test never happened (the process stopped after training): evaluate.py only tests
+    run = trained.replace(RUNS_DIR=str(tmp_path / "runs"))
+    shutil.copytree(steps.run_dir(trained), steps.run_dir(run), ignore=shutil.ignore_patterns("test-*"))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+    monkeypatch.setattr(utils.training, "train_model", no_training)
+    result = steps.evaluate_step(run)
+    assert result["train"] == json.loads((steps.run_dir(trained) / "train_summary.json").read_text())
+    assert (steps.run_dir(run) / "test-val" / "summary.json").exists()
+    assert len(pd.read_csv(tmp_path / "runs" / "experiments.csv")) == 1
+    # other settings in the folder are another experiment: still refused, as before
+    with pytest.raises(ValueError, match="other settings"):
+        steps.evaluate_step(run.replace(LEARNING_RATE=0.01))
+
+
 def test_cross_validation_trains_each_fold_resumes_and_logs_the_experiment(trained):
     s = trained.replace(EPOCHS=1, RUN_NAME="cv")
     saved = steps.run_dir(trained) / "config.json"  # the fixture's settings, as a user would pass them

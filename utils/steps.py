@@ -258,6 +258,15 @@ def _saved_differences(s: Settings, folder: Path) -> list[str]:
                          PATH_SETTINGS)
 
 
+def finished_training(s: Settings, overwrite: bool = False) -> dict | None:
+    """The summary of a finished training of these settings in run_dir(s), if there is one: a
+    run stopped between training and testing then only needs its test, not a new training."""
+    if run_folder_state(s, overwrite) != "finished":
+        return None
+    log.info("%s holds a finished training with these settings: tested, not retrained", run_dir(s))
+    return read_json(run_dir(s) / "train_summary.json")
+
+
 def finished_run(s: Settings, report: Path, overwrite: bool = False) -> bool:
     """Whether run_dir(s) holds a finished training with these settings and its test report in
     ``report``; a run of other settings raises as in ``run_folder_state``."""
@@ -289,7 +298,7 @@ def evaluate_step(s: Settings, folds: int = 0, overwrite: bool = False) -> dict:
             return result
         row = experiment_row(s, result, result["train_seconds"], f"{folds}-fold")
     else:
-        trained = train_step(s, overwrite=overwrite)
+        trained = finished_training(s, overwrite) or train_step(s, overwrite=overwrite)
         result = {"train": trained, "test": test_step(s)}
         row = experiment_row(s, result["test"], trained["train_seconds"], s["TEST_SPLIT"])
     append_experiment(Path(s["RUNS_DIR"]) / "experiments.csv", row)
