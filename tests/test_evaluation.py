@@ -119,6 +119,16 @@ def test_compare_prints_two_runs_side_by_side(trained, tmp_path):
     mine = json.loads((steps.run_dir(trained) / "test-val" / "summary.json").read_text())
     assert f"{mine['top1_accuracy']:.4f}" in line and f"{other['top1_accuracy']:.4f}" in line
     assert f"top-1 on the {mine['scored']} recordings both scored: right in both" in result.output
+    assert "95% interval of the change" in result.output
+    # the folder holds what its metrics came from: rebuilt from it, they come out the same,
+    # and so do the means of each recording's own value that the bootstrap resamples
+    from utils.comparison import RECORDING_MEANS, read_scored_recordings
+
+    rebuilt = read_scored_recordings(steps.run_dir(trained) / "test-val")
+    for key, value in rebuilt.metrics().items():
+        assert value == pytest.approx(mine[key], nan_ok=True), key
+    for key, values in rebuilt.per_recording().items():
+        assert key in RECORDING_MEANS and np.nanmean(values) == pytest.approx(mine[key]), key
     missing = CliRunner().invoke(script("test").main, [  # RUNS_DIR: its log stays out of the checkout
         "--set", f"RUNS_DIR={tmp_path}", "--compare", "nope", str(tmp_path / "max")])
     assert missing.exit_code == 1 and "no test report found for 'nope'" in missing.output
@@ -243,7 +253,7 @@ def test_merged_report_scores_each_recording_by_its_own_fold(tmp_path):
 
 
 def test_compare_counts_recordings_right_in_one_report_only(tmp_path):
-    from utils.evaluation import _paired_top1
+    from utils.comparison import paired_top1
 
     rows = [_row("r1", "a", "a"), _row("r2", "a", "b"), _row("r3", "b", "b"), _row("r4", "b", "a"),
             _row("r5", "z", "a", known=False)]
@@ -251,15 +261,40 @@ def test_compare_counts_recordings_right_in_one_report_only(tmp_path):
              _row("r5", "z", "z"), _row("r6", "a", "a")]
     _write_report_folder(tmp_path / "x", rows, ["a", "b"], [[0.5, 0.5]] * len(rows))
     _write_report_folder(tmp_path / "y", other, ["a", "b"], [[0.5, 0.5]] * len(other))
-    assert _paired_top1(tmp_path / "x", tmp_path / "y") == [
+    assert paired_top1(tmp_path / "x", tmp_path / "y") == [
         "top-1 on the 4 recordings both scored: right in both 1, only in the first 1, "
         "only in the second 1, in neither 1",
         "  exact McNemar test on the 2 that differ: p = 1.000 (the chance of a split at least this "
         "uneven if the two were equally good)"]
 
 
+def test_bootstrap_interval_of_a_top1_change_matches_the_binomial_quantiles(tmp_path):
+    from utils.comparison import bootstrap_changes, read_scored_recordings
+
+    # 20 recordings: the first report right on 10, the second on all 20. A resample's change is
+    # (draws among the 10) / 20 with draws ~ Bin(20, 1/2): P(<= 5) = 0.021 and P(<= 6) = 0.058, so
+    # its 2.5th percentile is 6/20; by symmetry the 97.5th is 14/20
+    rows = [_row(f"r{i:02d}", "a", "a" if i < 10 else "b") for i in range(20)]
+    scores = [[0.9, 0.1] if i < 10 else [0.1, 0.9] for i in range(20)]
+    _write_report_folder(tmp_path / "x", rows, ["a", "b"], scores)
+    _write_report_folder(tmp_path / "y", [_row(f"r{i:02d}", "a", "a") for i in range(20)], ["a", "b"],
+                         [[0.9, 0.1]] * 20)
+    for name in ("x", "y"):
+        (tmp_path / name / "summary.json").write_text(json.dumps({"with_background": True,
+                                                                  "f1_threshold": 0.5}))
+    x, y = read_scored_recordings(tmp_path / "x"), read_scored_recordings(tmp_path / "y")
+    assert x.metrics()["top1_accuracy"] == 0.5 and y.metrics()["top1_accuracy"] == 1.0
+    shared, intervals = bootstrap_changes(x, y, resamples=10000)
+    assert shared == 20
+    assert intervals["top1_accuracy"] == pytest.approx((6 / 20, 14 / 20))
+    assert intervals["mlrap"] == pytest.approx((6 / 40, 14 / 40))  # a wrong recording's LRAP is 1/2
+    assert set(intervals) == {"mlrap", "mlrap_primary", "top1_accuracy", "top5_accuracy", "row_micro_f1"}
+    assert intervals["top5_accuracy"] == (0.0, 0.0)  # with two classes both are always in the top 5
+    assert all(v == (0.0, 0.0) for v in bootstrap_changes(y, y, resamples=100)[1].values())
+
+
 def test_mcnemar_p_matches_the_binomial_tail_by_hand():
-    from utils.evaluation import mcnemar_p
+    from utils.comparison import mcnemar_p
 
     # 1 against 9: P(X <= 1) for X ~ Bin(10, 1/2) is (1 + 10) / 1024, doubled for two sides
     assert mcnemar_p(1, 9) == pytest.approx(22 / 1024)

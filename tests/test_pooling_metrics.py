@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from utils.metrics import (confusion, macro_roc_auc, mlrap, padded_cmap, per_class, row_micro_f1,
-                           target_matrix, top_k_accuracy)
+from utils.metrics import (confusion, macro_f1, macro_roc_auc, mlrap, padded_cmap, per_class,
+                           row_micro_f1, target_matrix, top_k_accuracy)
 from utils.pooling import pool, pool_groups, window_scores
 
 
@@ -102,6 +102,14 @@ def test_macro_roc_auc_skips_classes_without_positives():
     # class 0: positives 0.9, 0.3 vs negatives 0.4, 0.5 -> 2 of 4 pairs; class 1: 1; class 2 skipped
     assert macro_roc_auc(targets, scores) == pytest.approx(0.75)
     assert np.isnan(macro_roc_auc(np.zeros((2, 2)), scores[:2, :2]))
+
+
+def test_macro_f1_averages_over_the_classes_the_rows_hold():
+    primary = np.array([0, 1, 0, 2])
+    scores = np.eye(4)[[0, 0, 1, 3]]  # top-1 decisions 0, 0, 1, 3; no row holds class 3
+    # class 0: one right of two predicted and of two true -> F1 1/2; classes 1 and 2: F1 0.
+    # Class 3 (predicted once, held by no row) is left out: 1/2 over 3 classes, not over 4
+    assert macro_f1(primary, scores) == pytest.approx(0.5 / 3)
 
 
 def test_per_class_metrics_and_confusion_by_hand():

@@ -13,8 +13,8 @@ import pandas as pd
 from utils.dataset import Recording
 from utils.fileio import atomic_write_json, atomic_write_text
 from utils.inference import Member, ensemble_scores
-from utils.metrics import (confusion, macro_roc_auc, mlrap, padded_cmap, per_class, row_micro_f1,
-                           target_matrix, top_k_accuracy)
+from utils.metrics import (confusion, macro_f1, macro_roc_auc, mlrap, padded_cmap, per_class,
+                           row_micro_f1, target_matrix, top_k_accuracy)
 from utils.pooling import Pooling
 
 log = logging.getLogger("bioacoustics")
@@ -108,25 +108,33 @@ def summarise(table: pd.DataFrame, pooled: pd.DataFrame, classes: list[str],
                            table.loc[table["error"] != "", ["recording", "error"]].itertuples(index=False)],
                "with_background": options.with_background,
                "f1_threshold": options.f1_threshold}
-    metrics = {key: float("nan") for key in METRICS}
     classes_table = pd.DataFrame(columns=["class", "support", "predicted", "precision", "recall", "f1",
                                           "average_precision", "roc_auc"])
     matrix = np.zeros((len(classes), len(classes)), int)
     if len(scored):
-        metrics.update(mlrap=mlrap(targets, scores), mlrap_primary=mlrap(only_primary, scores),
-                       top1_accuracy=top_k_accuracy(primary, scores, 1),
-                       top5_accuracy=top_k_accuracy(primary, scores, min(5, len(classes))),
-                       row_micro_f1=row_micro_f1(targets, scores, options.f1_threshold),
-                       padded_cmap=padded_cmap(targets, scores), macro_roc_auc=macro_roc_auc(targets, scores))
         classes_table = pd.DataFrame(per_class(targets, scores, primary, classes))
-        present = classes_table["support"] > 0
-        metrics["macro_f1"] = float(classes_table.loc[present, "f1"].mean())
         matrix = confusion(primary, scores, len(classes))
-    summary.update(metrics)
+    summary.update(metric_values(targets, only_primary, primary, scores, options.f1_threshold))
     if unknown:
         log.warning("%d recordings have a label the model was not trained on (%s); they are left "
                     "out of the metrics", sum(unknown.values()), ", ".join(sorted(unknown)[:5]))
     return Report(table, pooled, classes_table, matrix, summary, classes, targets, primary, scores)
+
+
+def metric_values(targets: np.ndarray, only_primary: np.ndarray, primary: np.ndarray,
+                  scores: np.ndarray, f1_threshold: float) -> dict[str, float]:
+    """Every metric of METRICS for one set of recordings (NaN for each when there are none)."""
+    metrics = {key: float("nan") for key in METRICS}
+    if not len(scores):
+        return metrics
+    n_classes = scores.shape[1]
+    metrics.update(mlrap=mlrap(targets, scores), mlrap_primary=mlrap(only_primary, scores),
+                   top1_accuracy=top_k_accuracy(primary, scores, 1),
+                   top5_accuracy=top_k_accuracy(primary, scores, min(5, n_classes)),
+                   row_micro_f1=row_micro_f1(targets, scores, f1_threshold),
+                   padded_cmap=padded_cmap(targets, scores), macro_roc_auc=macro_roc_auc(targets, scores),
+                   macro_f1=macro_f1(primary, scores))
+    return metrics
 
 
 def read_per_recording(folder: str | Path) -> pd.DataFrame:
@@ -194,63 +202,4 @@ def summary_text(summary: dict) -> str:
         lines += [f"    {s['recording']}: {s['reason']}" for s in skipped[:10]]
         if len(skipped) > 10:
             lines.append(f"    ... and {len(skipped) - 10} more")
-    return "\n".join(lines)
-
-
-def _paired_top1(a: Path, b: Path) -> list[str]:
-    """On the recordings both reports scored: where the top-1 answer was right in one report
-    only. Two recipes' means can differ by a few such recordings, and this says how many."""
-    tables = []
-    for folder in (a, b):
-        if not (folder / "per_recording.csv").exists():
-            return []
-        table = read_per_recording(folder)
-        tables.append(table.loc[table["known_label"] & (table["correct"] != ""),
-                                ["recording", "correct"]])
-    both = tables[0].merge(tables[1], on="recording", suffixes=("_a", "_b"))
-    if both.empty:
-        return []
-    right_a, right_b = both["correct_a"] == "True", both["correct_b"] == "True"
-    only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
-    return [f"top-1 on the {len(both)} recordings both scored: right in both {(right_a & right_b).sum()}, "
-            f"only in the first {only_a}, only in the second {only_b}, "
-            f"in neither {(~right_a & ~right_b).sum()}",
-            f"  exact McNemar test on the {only_a + only_b} that differ: p = {mcnemar_p(only_a, only_b):.3f} "
-            f"(the chance of a split at least this uneven if the two were equally good)"]
-
-
-def mcnemar_p(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar test: under "equally good", each recording that one report gets
-    right and the other wrong falls either way with chance 1/2 (a binomial test)."""
-    from scipy.stats import binomtest
-
-    n = only_a + only_b
-    return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
-
-
-def compare_reports(a: str | Path, b: str | Path, top: int = 5) -> str:
-    """Side-by-side table of two report folders' metrics, then the classes whose F1 changed most."""
-    from utils.fileio import read_json
-
-    left, right = read_json(Path(a) / "summary.json"), read_json(Path(b) / "summary.json")
-    names = [Path(x).parent.name or str(x) for x in (a, b)]
-    width = max(*map(len, names), 12)
-    lines = [f"{'metric':<22} {names[0]:>{width}} {names[1]:>{width}} {'change':>8}"]
-    for key, label in METRICS.items():
-        x, y = left.get(key, float("nan")), right.get(key, float("nan"))
-        lines.append(f"{label:<22} {x:>{width}.4f} {y:>{width}.4f} {y - x:>+8.4f}")
-    for key in ("scored", "recordings", "models", "pooling"):
-        lines.append(f"{key:<22} {str(left.get(key, '')):>{width}} {str(right.get(key, '')):>{width}}")
-    lines += _paired_top1(Path(a), Path(b))
-    per_a, per_b = Path(a) / "per_class.csv", Path(b) / "per_class.csv"
-    if per_a.exists() and per_b.exists():
-        joined = pd.read_csv(per_a).merge(pd.read_csv(per_b), on="class", suffixes=("_a", "_b"))
-        joined["change"] = joined["f1_b"] - joined["f1_a"]
-        joined = joined.reindex(joined["change"].abs().sort_values(ascending=False).index)
-        changed = joined[joined["change"] != 0].head(top)
-        if len(changed):
-            lines.append(f"largest per-class F1 changes (of {len(joined)} classes):")
-            name_width = max(len(str(name)) for name in changed["class"])
-            lines += [f"  {row['class']:<{name_width}} {row['f1_a']:.3f} -> {row['f1_b']:.3f}"
-                      for _, row in changed.iterrows()]
     return "\n".join(lines)

@@ -69,6 +69,14 @@ def macro_roc_auc(targets: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(targets[:, scored], np.asarray(scores)[:, scored], average="macro"))
 
 
+def macro_f1(primary: np.ndarray, scores: np.ndarray) -> float:
+    """F1 of the top-1 decision, averaged over the classes that are some row's primary label
+    (a class no row holds has no recall to speak of)."""
+    present = np.unique(primary)
+    return float(f1_score(primary, np.argmax(scores, axis=1), labels=present, average="macro",
+                          zero_division=0))
+
+
 def per_class(targets: np.ndarray, scores: np.ndarray, primary: np.ndarray, classes: list[str]
               ) -> dict[str, np.ndarray]:
     """Per class: support, precision/recall/F1 of the top-1 decision, AP and ROC-AUC of the scores
