@@ -74,10 +74,12 @@ def bootstrap_changes(a: ScoredRecordings, b: ScoredRecordings, resamples: int =
     shared = sorted(set(a.ids) & set(b.ids))
     if not shared or resamples < 1:
         return len(shared), {}
-    where_a, where_b = {r: i for i, r in enumerate(a.ids)}, {r: i for i, r in enumerate(b.ids)}
-    rows_a, rows_b = [where_a[r] for r in shared], [where_b[r] for r in shared]
-    values_a, values_b = a.per_recording(), b.per_recording()
-    rows_a, rows_b = np.asarray(rows_a), np.asarray(rows_b)
+    def aligned(report: ScoredRecordings) -> dict[str, np.ndarray]:  # per metric, in ``shared`` order
+        where = {r: i for i, r in enumerate(report.ids)}
+        rows = np.asarray([where[r] for r in shared])
+        return {key: values[rows] for key, values in report.per_recording().items()}
+
+    values_a, values_b = aligned(a), aligned(b)
     rng = np.random.default_rng(seed)
     changes = {key: [] for key in RECORDING_MEANS}
     block = max(1, 2_000_000 // len(shared))  # resamples at a time: bounded memory on big test sets
@@ -86,8 +88,8 @@ def bootstrap_changes(a: ScoredRecordings, b: ScoredRecordings, resamples: int =
         for start in range(0, resamples, block):
             picks = rng.integers(0, len(shared), (min(block, resamples - start), len(shared)))
             for key in RECORDING_MEANS:
-                changes[key].append(np.nanmean(values_b[key][rows_b][picks], axis=1)
-                                    - np.nanmean(values_a[key][rows_a][picks], axis=1))
+                changes[key].append(np.nanmean(values_b[key][picks], axis=1)
+                                    - np.nanmean(values_a[key][picks], axis=1))
     intervals = {}
     for key, parts in changes.items():
         change = np.concatenate(parts)
