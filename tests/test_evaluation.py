@@ -127,7 +127,7 @@ def test_compare_prints_two_runs_side_by_side(trained, tmp_path):
     rebuilt = read_scored_recordings(steps.run_dir(trained) / "test-val")
     for key, value in rebuilt.metrics().items():
         assert value == pytest.approx(mine[key], nan_ok=True), key
-    for key, values in rebuilt.per_recording().items():
+    for key, values in rebuilt.per_recording.items():
         assert key in RECORDING_MEANS and np.nanmean(values) == pytest.approx(mine[key]), key
     missing = CliRunner().invoke(script("test").main, [  # RUNS_DIR: its log stays out of the checkout
         "--set", f"RUNS_DIR={tmp_path}", "--compare", "nope", str(tmp_path / "max")])
@@ -253,15 +253,20 @@ def test_merged_report_scores_each_recording_by_its_own_fold(tmp_path):
 
 
 def test_compare_counts_recordings_right_in_one_report_only(tmp_path):
-    from utils.comparison import paired_top1
+    from utils.comparison import paired_top1, read_scored_recordings
 
     rows = [_row("r1", "a", "a"), _row("r2", "a", "b"), _row("r3", "b", "b"), _row("r4", "b", "a"),
             _row("r5", "z", "a", known=False)]
     other = [_row("r1", "a", "a"), _row("r2", "a", "a"), _row("r3", "b", "a"), _row("r4", "b", "a"),
-             _row("r5", "z", "z"), _row("r6", "a", "a")]
-    _write_report_folder(tmp_path / "x", rows, ["a", "b"], [[0.5, 0.5]] * len(rows))
-    _write_report_folder(tmp_path / "y", other, ["a", "b"], [[0.5, 0.5]] * len(other))
-    assert paired_top1(tmp_path / "x", tmp_path / "y") == [
+             _row("r5", "z", "z", known=False), _row("r6", "a", "a")]
+
+    def scores(table):  # the top-1 answer of each row as its scores
+        return [[0.9, 0.1] if row["top1"] == "a" else [0.1, 0.9] for row in table]
+    for name, table in (("x", rows), ("y", other)):
+        _write_report_folder(tmp_path / name, table, ["a", "b"], scores(table))
+        (tmp_path / name / "summary.json").write_text(json.dumps({"with_background": True}))
+    x, y = (read_scored_recordings(tmp_path / name) for name in ("x", "y"))
+    assert paired_top1(x, y) == [
         "top-1 on the 4 recordings both scored: right in both 1, only in the first 1, "
         "only in the second 1, in neither 1",
         "  exact McNemar test on the 2 that differ: p = 1.000 (the chance of a split at least this "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ class ScoredRecordings:
     def metrics(self) -> dict[str, float]:
         return metric_values(self.targets, self.only_primary, self.primary, self.scores, self.f1_threshold)
 
+    @cached_property  # computed once: the bootstrap and the paired top-1 counts both use it
     def per_recording(self) -> dict[str, np.ndarray]:
         """Each recording's own value of the RECORDING_MEANS metrics (NaN where a recording does
         not count, as one without any target in MLRAP): their mean over the recordings is the
@@ -47,6 +49,12 @@ class ScoredRecordings:
                 "top5_accuracy": np.array([top_k_accuracy(self.primary[r], self.scores[r], k) for r in one]),
                 "row_micro_f1": np.array([row_micro_f1(self.targets[r], self.scores[r], self.f1_threshold)
                                           for r in one])}
+
+    def aligned(self, ids: list[str]) -> dict[str, np.ndarray]:
+        """per_recording's values for the recordings ``ids``, in that order."""
+        where = {r: i for i, r in enumerate(self.ids)}
+        rows = np.asarray([where[r] for r in ids])
+        return {key: values[rows] for key, values in self.per_recording.items()}
 
 
 def read_scored_recordings(folder: str | Path) -> ScoredRecordings:
@@ -74,12 +82,7 @@ def bootstrap_changes(a: ScoredRecordings, b: ScoredRecordings, resamples: int =
     shared = sorted(set(a.ids) & set(b.ids))
     if not shared or resamples < 1:
         return len(shared), {}
-    def aligned(report: ScoredRecordings) -> dict[str, np.ndarray]:  # per metric, in ``shared`` order
-        where = {r: i for i, r in enumerate(report.ids)}
-        rows = np.asarray([where[r] for r in shared])
-        return {key: values[rows] for key, values in report.per_recording().items()}
-
-    values_a, values_b = aligned(a), aligned(b)
+    values_a, values_b = a.aligned(shared), b.aligned(shared)
     rng = np.random.default_rng(seed)
     changes = {key: [] for key in RECORDING_MEANS}
     block = max(1, 2_000_000 // len(shared))  # resamples at a time: bounded memory on big test sets
@@ -98,22 +101,16 @@ def bootstrap_changes(a: ScoredRecordings, b: ScoredRecordings, resamples: int =
     return len(shared), intervals
 
 
-def paired_top1(a: Path, b: Path) -> list[str]:
+def paired_top1(a: ScoredRecordings, b: ScoredRecordings) -> list[str]:
     """On the recordings both reports scored: where the top-1 answer was right in one report
     only. Two recipes' means can differ by a few such recordings, and this says how many."""
-    tables = []
-    for folder in (a, b):
-        if not (folder / "per_recording.csv").exists():
-            return []
-        table = read_per_recording(folder)
-        tables.append(table.loc[table["known_label"] & (table["correct"] != ""),
-                                ["recording", "correct"]])
-    both = tables[0].merge(tables[1], on="recording", suffixes=("_a", "_b"))
-    if both.empty:
+    shared = sorted(set(a.ids) & set(b.ids))
+    if not shared:
         return []
-    right_a, right_b = both["correct_a"] == "True", both["correct_b"] == "True"
+    right_a = a.aligned(shared)["top1_accuracy"] == 1
+    right_b = b.aligned(shared)["top1_accuracy"] == 1
     only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
-    return [f"top-1 on the {len(both)} recordings both scored: right in both {(right_a & right_b).sum()}, "
+    return [f"top-1 on the {len(shared)} recordings both scored: right in both {(right_a & right_b).sum()}, "
             f"only in the first {only_a}, only in the second {only_b}, "
             f"in neither {(~right_a & ~right_b).sum()}",
             f"  exact McNemar test on the {only_a + only_b} that differ: p = {mcnemar_p(only_a, only_b):.3f} "
@@ -129,11 +126,11 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
 
 
-def _intervals(a: Path, b: Path, resamples: int) -> tuple[int, dict[str, tuple[float, float]]]:
+def _scored_pair(a: Path, b: Path) -> tuple[ScoredRecordings, ScoredRecordings] | None:
     needed = ("summary.json", "per_recording.csv", "scores.csv")
-    if resamples < 1 or not all((f / name).exists() for f in (a, b) for name in needed):
-        return 0, {}
-    return bootstrap_changes(read_scored_recordings(a), read_scored_recordings(b), resamples)
+    if not all((f / name).exists() for f in (a, b) for name in needed):
+        return None
+    return read_scored_recordings(a), read_scored_recordings(b)
 
 
 def compare_reports(a: str | Path, b: str | Path, top: int = 5, resamples: int = 10000) -> str:
@@ -143,7 +140,8 @@ def compare_reports(a: str | Path, b: str | Path, top: int = 5, resamples: int =
     left, right = read_json(a / "summary.json"), read_json(b / "summary.json")
     names = [x.parent.name or str(x) for x in (a, b)]
     width = max(*map(len, names), 12)
-    shared, intervals = _intervals(a, b, resamples)
+    pair = _scored_pair(a, b)
+    shared, intervals = bootstrap_changes(*pair, resamples) if pair else (0, {})
     lines = [f"{'metric':<22} {names[0]:>{width}} {names[1]:>{width}} {'change':>8}"
              + ("  95% interval of the change" if intervals else "")]
     for key, label in METRICS.items():
@@ -155,7 +153,7 @@ def compare_reports(a: str | Path, b: str | Path, top: int = 5, resamples: int =
     if intervals:
         lines += [f"intervals: {resamples} paired bootstrap resamples of the {shared} recordings both scored,",
                   "  for the metrics averaged over recordings; one that holds 0 means the change may be chance"]
-    lines += paired_top1(a, b)
+    lines += paired_top1(*pair) if pair else []
     per_a, per_b = a / "per_class.csv", b / "per_class.csv"
     if per_a.exists() and per_b.exists():
         joined = pd.read_csv(per_a).merge(pd.read_csv(per_b), on="class", suffixes=("_a", "_b"))
