@@ -185,17 +185,17 @@ def test_killed_submission_resumes_from_the_files_it_had_scored(trained, soundsc
     straight = tmp_path / ("straight.csv" if fmt == "kaggle2021" else "straight")
     steps.submission_step(settings.replace(SUBMISSION_FILE=str(straight)))
     if fmt == "kaggle2021":
-        assert assert_same_table(out, straight, ",") == 40 * 5  # a row per 5-s window
+        assert rows_of_equal_tables(out, straight, ",") == 40 * 5  # a row per 5-s window
     else:
         names = sorted(p.name for p in straight.glob("*.txt"))
         assert len(names) == 40 and sorted(p.name for p in out.glob("*.txt")) == names
-        assert sum(assert_same_table(out / n, straight / n, "\t") for n in names) > 0
+        assert sum(rows_of_equal_tables(out / n, straight / n, "\t") for n in names) > 0
 
 
-def assert_same_table(resumed, straight, sep):
-    """Equal tables, scores to float32 rounding: a model batch spans files, so which files are
-    left to score changes a file's batch, and on some backends (XLA on CPU) the last bits of its
-    scores with it."""
+def rows_of_equal_tables(resumed, straight, sep):
+    """Asserts the two tables equal, scores to float32 rounding, and gives their row count. A
+    model batch spans files, so which files are left to score changes a file's batch, and on
+    some backends (XLA on CPU) the last bits of its scores with it."""
     a, b = (pd.read_csv(f, sep=sep) for f in (resumed, straight))
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=0, atol=1e-5)
     return len(a)
