@@ -23,6 +23,8 @@ SHAPE = (32, 64, 1)
     ("resnet", {"filters": [8, 16], "head": "attention", "multi_label": True}),
     ("resnet", {"filters": [8, 16], "head": "frequency", "frequency_channel": True}),
     ("resnet", {"filters": [8, 16], "head": "frequency", "cepstrum_features": True}),
+    ("resnet", {"filters": [8, 16], "head": "frequency_global", "cepstrum_features": True,
+                "frequency_channel": True}),
     ("baseline", {"filters": [8, 16], "cepstrum_features": True, "dropout_type": "channel"}),
     ("baseline", {"filters": [8, 16], "head": "frequency"}),
     ("pi", {"filters": [8, 16], "dense_units": 32, "frequency_channel": True}),
@@ -186,6 +188,23 @@ def test_frequency_head_tells_bands_apart_where_global_pooling_cannot():
         features[head] = [np.asarray(probe.predict_on_batch(x)) for x in (low, high)]
     differ = {h: float(np.abs(a - b).max()) for h, (a, b) in features.items()}
     assert differ["frequency"] > 10 * max(differ["pool"], 1e-6)
+
+
+def test_frequency_global_head_sees_the_band_and_what_is_the_same_in_any_band():
+    """Its per-band part tells the low blob from the high one; its whole-chunk part does not."""
+    import keras
+
+    shape = (96, 64, 1)  # room for both blobs away from the edges, where padding changes things
+    low, high = np.zeros((1, *shape), "float32"), np.zeros((1, *shape), "float32")
+    low[0, 24:28, 20:28], high[0, 64:68, 20:28] = 1.0, 1.0  # 40 rows apart: a multiple of 8, the body's stride
+    model = build_model("resnet", shape, 3, filters=[8, 16], head="frequency_global")
+    parts = ("pool_over_time", "global_mean", "global_max")
+    probe = keras.Model(model.inputs, [model.get_layer(name).output for name in parts])
+    differ = {name: float(np.abs(np.asarray(a) - np.asarray(b)).max())
+              for name, a, b in zip(parts, probe.predict_on_batch(low), probe.predict_on_batch(high))}
+    assert differ["pool_over_time"] > 10 * max(differ["global_mean"], differ["global_max"], 1e-6)
+    width = model.get_layer("per_band_and_global").output.shape[-1]
+    assert width == model.get_layer("pool_over_time").output.shape[-1] + 2 * 16
 
 
 def test_a_fresh_process_loads_models_with_custom_layers(tmp_path):

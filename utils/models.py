@@ -18,7 +18,7 @@ from keras import layers, ops
 
 MODELS = ("baseline", "resnet", "pi", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
           "efficientnet_b3")
-HEADS = ("pool", "attention", "frequency")
+HEADS = ("pool", "attention", "frequency", "frequency_global")
 DROPOUT_TYPES = ("random", "channel", "location")
 # Faster-moving statistics than Keras' 0.99: bioacoustic training sets are often small, and with
 # few steps per epoch 0.99 leaves inference-mode statistics far from the data for many epochs.
@@ -302,6 +302,17 @@ def frequency_head(x, n_classes: int, options: ModelOptions, l2, extra=None):
     return _scores(x, n_classes, options, l2)
 
 
+def frequency_global_head(x, n_classes: int, options: ModelOptions, l2, extra=None):
+    """The frequency head's per-band features plus their mean and max over the whole chunk: a
+    pattern also counts wherever in the band it fires, for recordings whose song lies higher or
+    lower than in training (distance takes the high frequencies, recorders differ)."""
+    whole = [layers.GlobalAveragePooling2D(name="global_mean")(x),
+             layers.GlobalMaxPooling2D(name="global_max")(x)]
+    x = layers.Concatenate(name="per_band_and_global")([PoolOverTime(name="pool_over_time")(x), *whole])
+    x = layers.Dropout(options.dropout, name="dropout")(_with_extra(x, extra))
+    return _scores(x, n_classes, options, l2)
+
+
 def attention_head(x, n_classes: int, options: ModelOptions, l2):
     """Sound event detection head (as in PANNs and BirdCLEF winners): average over frequency,
     per-frame class scores, and per-frame attention that pools them into clip scores."""
@@ -373,7 +384,8 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
         elif options.head == "attention":
             outputs = attention_head(x, n_classes, options, l2)
         else:
-            head = frequency_head if options.head == "frequency" else pool_head
+            head = {"frequency": frequency_head, "frequency_global": frequency_global_head}.get(
+                options.head, pool_head)
             outputs = head(x, n_classes, options, l2, extra)
     finally:
         keras.config.set_dtype_policy(policy)
