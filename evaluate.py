@@ -4,7 +4,8 @@ RUNS_DIR/experiments.csv.
     python evaluate.py --config configs/insectset32.py
     python evaluate.py --config configs/demo.py --folds 5   # cross-validation by recording
 
-Cross-validation resumes: a fold finished earlier with the same settings is reused.
+Cross-validation resumes: a fold finished earlier with the same settings is reused, and one
+stopped between its training and its test is only tested.
 """
 import click
 
@@ -23,6 +24,8 @@ def main(s, folds, overwrite):
     result = steps.evaluate_step(s, folds, overwrite)
     if folds:
         reused = f"; {result['reused_folds']} fold(s) finished earlier, reused" if result["reused_folds"] else ""
+        if result["tested_only_folds"]:
+            reused += f"; {result['tested_only_folds']} fold(s) trained earlier, tested now"
         click.echo(f"{folds}-fold cross-validation ({result['train_seconds']:.0f} s of training{reused}), "
                    f"mean +- spread over folds, then over all {result['out_of_fold']['scored']} "
                    "held-out recordings at once:")

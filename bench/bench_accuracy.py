@@ -13,8 +13,9 @@ Each seed is a separate run folder (RUN_NAME-seed<N>) so its reports stay for in
 sorted dataset and the spectrogram store are shared between seeds and reused when present. A
 seed whose run folder already holds a finished test with the same settings is reported, not
 retrained, so an interrupted benchmark completes on a re-run; one finished with other settings
-(or before a setting existed) is never trained over: the benchmark stops and names what differs
-(choose another RUN_NAME, or pass --overwrite to retrain it in its folder).
+(or before a setting existed, unless VALUE_BEFORE in utils/experiments.py says what the code did
+without it and that is the value asked for) is never trained over: the benchmark stops and names
+what differs (choose another RUN_NAME, or pass --overwrite to retrain it in its folder).
 """
 import json
 import os

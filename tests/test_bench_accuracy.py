@@ -37,11 +37,25 @@ def test_a_finished_seed_is_reused_and_never_trained_over_with_other_settings(tm
     before = contents()
     with pytest.raises(ValueError, match=r"EPOCHS 30 -> 4\. It is kept"):
         bench.finished_run(s.replace(EPOCHS=4))
-    # a run saved before SELECT_FROM existed was trained under another default
-    saved = json.loads((run / "config.json").read_text())
-    del saved["settings"]["SELECT_FROM"]
-    (run / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(ValueError, match="SELECT_FROM \\(not a setting then\\)"):
+    # a run saved before a setting existed ran as that setting's VALUE_BEFORE says: before
+    # SELECT_FROM any epoch could win, which is not today's default
+    def saved_without(*keys):
+        saved = json.loads(before[run / "config.json"])
+        for key in keys:
+            del saved["settings"][key]
+        (run / "config.json").write_text(json.dumps(saved))
+    saved_without("SELECT_FROM", "STEM_KERNEL")
+    with pytest.raises(ValueError, match=r"SELECT_FROM 0\.0 -> 1\.0") as refused:
+        bench.finished_run(s)
+    assert "STEM_KERNEL" not in str(refused.value)
+    # ... while a run from before STEM_KERNEL used the stem that its default [5, 5] builds: reported
+    saved_without("STEM_KERNEL")
+    assert bench.finished_run(s) == ({"epochs": 3}, {"top1_accuracy": 0.5})
+    with pytest.raises(ValueError, match=r"STEM_KERNEL \[5, 5\] -> \[15, 5\]"):
+        bench.finished_run(s.replace(STEM_KERNEL=[15, 5]))
+    # a setting that came with other changes has no value before it: such a run is refused
+    saved_without("MIN_SIGNAL_SHARE")
+    with pytest.raises(ValueError, match=r"MIN_SIGNAL_SHARE \(not a setting then\)"):
         bench.finished_run(s)
     (run / "config.json").write_bytes(before[run / "config.json"])
     assert contents() == before  # nothing deleted or rewritten by the refusals

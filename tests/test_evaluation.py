@@ -185,13 +185,35 @@ def test_cross_validation_trains_each_fold_resumes_and_logs_the_experiment(train
     assert row["folds"] == 2 and row["split"] == "2-fold" and row["epochs"] == 1
     assert row["top1_accuracy"] == pytest.approx(result["top1_accuracy"], abs=1e-4)
 
-    # interrupted before fold 2 was tested: fold 1 is reused as it is, fold 2 trained again
+    # interrupted before fold 2 was tested: fold 1 is reused as it is, fold 2 only tested, since
+    # it records the split it trained on and that is the fold's split now
     models = [steps.run_dir(s) / f"fold{k}" / "best.keras" for k in (1, 2)]
     stamps = [m.stat().st_mtime_ns for m in models]
-    (steps.run_dir(s) / "fold2" / "test-fold" / "summary.json").unlink()
+    fold2_report = steps.run_dir(s) / "fold2" / "test-fold" / "summary.json"
+    fold2_report.unlink()
     cli = evaluate()
     assert cli.exit_code == 0, cli.output
-    assert "1 fold(s) finished earlier, reused" in cli.output
+    assert "1 fold(s) finished earlier, reused; 1 fold(s) trained earlier, tested now" in cli.output
+    assert [m.stat().st_mtime_ns for m in models] == stamps and fold2_report.exists()
+    assert json.loads((steps.run_dir(s) / "crossval.json").read_text())["top1_accuracy"] == \
+        pytest.approx(result["top1_accuracy"])
+    # a fold whose recorded split is not the fold's split now (or that records none, from an older
+    # version) is trained again, never tested on recordings it may have trained on
+    split_file = steps.run_dir(s) / "fold2" / steps.FOLD_SPLIT_FILE
+    split = json.loads(split_file.read_text())
+    assert sorted(k for k, v in split.items() if v == "val") == sorted(held_out[1])
+    moved = next(k for k, v in split.items() if v == "train")
+    split_file.write_text(json.dumps({**split, moved: "val"}))
+    fold2_report.unlink()
+    cli = evaluate()
+    assert cli.exit_code == 0 and "trained earlier, tested now" not in cli.output, cli.output
+    assert models[0].stat().st_mtime_ns == stamps[0] and models[1].stat().st_mtime_ns != stamps[1]
+    assert json.loads(split_file.read_text()) == split
+    split_file.unlink()
+    fold2_report.unlink()
+    stamps = [m.stat().st_mtime_ns for m in models]
+    cli = evaluate()
+    assert cli.exit_code == 0 and "trained earlier, tested now" not in cli.output, cli.output
     assert models[0].stat().st_mtime_ns == stamps[0] and models[1].stat().st_mtime_ns != stamps[1]
     rows = len(pd.read_csv(Path(s.RUNS_DIR) / "experiments.csv"))
     # run again as it is: nothing trained, nothing added to the experiments table

@@ -23,6 +23,12 @@ NOT_HASHED = {"RUN_NAME", "RUNS_DIR", "LOG_LEVEL", "SPEC_WORKERS", "BATCH_THREAD
               "EXPORT_PNG", "PNG_DIR"}
 # settings that name data on disk: a run is the same whichever way the path to it is written
 PATH_SETTINGS = {"RAW_DATA", "DATASET_DIR", "STORE_DIR", "PRETRAINED"}
+# settings added since runs were first saved, each with the value that does what the code did
+# before it existed: a saved run without one ran with that value, so it is the same experiment as
+# a run that sets it so. A new setting belongs here only when its addition changed nothing else
+# (MIN_SIGNAL_SHARE came with a change to the signal gate, so it is not here).
+VALUE_BEFORE = {"CEPSTRUM_FEATURES": False, "STEM_DOWNSAMPLING": [4, 4], "SQUEEZE_EXCITATION": False,
+                "MIN_FREQUENCY_ROWS": 0, "SELECT_FROM": 0.0, "DROP_PATH": 0.0, "STEM_KERNEL": [5, 5]}
 
 
 def fold_splits(recordings: list[Recording], folds: int, seed: int) -> list[dict[str, str]]:

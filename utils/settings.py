@@ -191,12 +191,14 @@ class Settings(Mapping):
         return json.loads(json.dumps(self._values, default=str))
 
     def differences(self, saved: Mapping[str, Any], keys: Iterable[str],
-                    paths: Iterable[str] = ()) -> list[str]:
+                    paths: Iterable[str] = (), before: Mapping[str, Any] | None = None) -> list[str]:
         """How these settings differ on ``keys`` from ``saved`` (a saved run's settings):
         "KEY old -> new", or "KEY (not a setting then)" where ``saved`` lacks the key (a setting
-        added since may have had another default then). Saved values are validated as settings
+        added since may have had another default then), unless ``before`` gives the value that
+        did what the code did before the key existed. Saved values are validated as settings
         first, so a list saved for a tuple is no difference; the ``paths`` keys are compared as
         the folders or files they name, so "data/x" and its absolute spelling are the same."""
+        saved = {**(before or {}), **saved}
         keys, paths = sorted(keys), set(paths)
         out = [f"{k} (not a setting then)" for k in keys if k not in saved]
         known = [k for k in keys if k in saved]

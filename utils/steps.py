@@ -32,6 +32,7 @@ from utils.store import store_path
 log = logging.getLogger("bioacoustics")
 
 Settings = Mapping[str, Any]
+FOLD_SPLIT_FILE = "fold_split.json"  # in a cross-validation fold's folder: recording id -> train/val
 
 
 def use_backend(name: str) -> None:
@@ -252,10 +253,10 @@ def run_folder_state(s: Settings, overwrite: bool = False) -> str:
 
 
 def _saved_differences(s: Settings, folder: Path) -> list[str]:
-    from utils.experiments import NOT_HASHED, PATH_SETTINGS
+    from utils.experiments import NOT_HASHED, PATH_SETTINGS, VALUE_BEFORE
 
     return s.differences(read_json(folder / "config.json")["settings"], set(s) - NOT_HASHED,
-                         PATH_SETTINGS)
+                         PATH_SETTINGS, VALUE_BEFORE)
 
 
 def finished_training(s: Settings, overwrite: bool = False) -> dict | None:
@@ -315,7 +316,7 @@ def crossval_step(s: Settings, folds: int, overwrite: bool = False) -> dict:
     from utils.experiments import fold_splits, fold_summary
 
     recordings = load_recordings(s["DATASET_DIR"])
-    results, seconds, reused = [], 0.0, 0
+    results, seconds, reused, tested_only = [], 0.0, 0, 0
     for k, splits in enumerate(fold_splits(recordings, folds, s["SEED"]), 1):
         fold = s.replace(f"fold {k}", RUN_NAME=f"{s['RUN_NAME']}/fold{k}")
         held_out = [r for r in recordings if splits.get(r.id) == "val"]
@@ -327,9 +328,17 @@ def crossval_step(s: Settings, folds: int, overwrite: bool = False) -> dict:
             results.append({**read_json(report / "summary.json"), "report": str(report)})
             reused += 1
             continue
-        log.info("cross-validation fold %d of %d: %d training, %d held-out recordings", k, folds,
-                 sum(v == "train" for v in splits.values()), len(held_out))
-        seconds += train_step(fold, splits, overwrite)["train_seconds"]
+        trained = _trained_fold(fold, splits, overwrite)
+        if trained:
+            log.info("cross-validation fold %d of %d: trained earlier on this split, tested now", k, folds)
+            tested_only += 1
+        else:
+            log.info("cross-validation fold %d of %d: %d training, %d held-out recordings", k, folds,
+                     sum(v == "train" for v in splits.values()), len(held_out))
+            # written before the training, whose summary comes last: a finished fold's split is known
+            atomic_write_json(run_dir(fold) / FOLD_SPLIT_FILE, splits)
+            trained = train_step(fold, splits, overwrite)
+        seconds += trained["train_seconds"]
         results.append(test_step(fold, out=report, recordings=held_out))
     merged = merge_reports([Path(r["report"]) for r in results], {r.id: r for r in recordings},
                            TestOptions.from_settings(s))
@@ -338,12 +347,26 @@ def crossval_step(s: Settings, folds: int, overwrite: bool = False) -> dict:
                           **{k: results[0][k] for k in ("pooling", "models", "time_shifts")})
     write_report(out, merged)
     summary = {**fold_summary(results), "train_seconds": round(seconds, 1), "reused_folds": reused,
+               "tested_only_folds": tested_only,
                "out_of_fold": {k: merged.summary[k] for k in ("scored", *METRICS)},
                "report": str(out),
                "per_fold": [{k: r[k] for k in ("mlrap", "top1_accuracy", "scored", "report")}
                             for r in results]}
     atomic_write_json(run_dir(s) / "crossval.json", summary)
     return summary
+
+
+def _trained_fold(fold: Settings, splits: Mapping[str, str], overwrite: bool) -> dict | None:
+    """The training summary of a fold stopped between its training and its test, when it trained
+    on exactly this split (a fold folder of an older version has no record of its split, so it
+    trains again): testing a model on recordings it trained on would flatter it."""
+    saved = run_dir(fold) / FOLD_SPLIT_FILE
+    if run_folder_state(fold, overwrite) != "finished" or not saved.exists():
+        return None
+    if read_json(saved) != dict(splits):
+        log.info("%s trained on another split (did the dataset change?): trained again", run_dir(fold))
+        return None
+    return read_json(run_dir(fold) / "train_summary.json")
 
 
 def _check_held_out(report: Path, held_out: list) -> None:
