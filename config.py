@@ -86,12 +86,13 @@ DROP_PATH = 0.0                              # resnet: stochastic depth, the cha
                                              # less, linearly); 0 = off
 DROPOUT = 0.5                                # dropout rate in the head
 DROPOUT_TYPE: Literal["random", "channel", "location"] = "random"  # units, feature maps, positions
-HEAD: Literal["pool", "attention", "frequency", "frequency_global"] = "frequency"
+HEAD: Literal["pool", "attention", "frequency", "frequency_global"] = "frequency_global"
                                              # frequency: mean+max over time per band (keeps pitch);
                                              # frequency_global: those and mean+max over the chunk (a
-                                             # pattern counts at any pitch too); pool: global average;
-                                             # attention: SED head
-FREQUENCY_CHANNEL = True                     # add an input channel with each row's frequency position
+                                             # pattern counts at any pitch too; BENCHMARKS.md); pool:
+                                             # global average; attention: SED head
+FREQUENCY_CHANNEL = False                    # add an input channel with each row's frequency position
+                                             # (then no convolution feature is the same at every pitch)
 CEPSTRUM_FEATURES = False                    # head also gets each column's cepstrum (mean, max over time):
                                              # evenly spaced lines (pulse rates, harmonics) as one peak;
                                              # not with HEAD "attention" (its scores are per frame)
