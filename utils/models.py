@@ -296,20 +296,16 @@ def pool_head(x, n_classes: int, options: ModelOptions, l2, extra=None):
 
 def frequency_head(x, n_classes: int, options: ModelOptions, l2, extra=None):
     """Mean and max over time per frequency band, flattened: keeps where in the band a pattern
-    is (insects and frogs are told apart by pitch as much as by shape)."""
-    x = _with_extra(PoolOverTime(name="pool_over_time")(x), extra)
-    x = layers.Dropout(options.dropout, name="dropout")(x)
-    return _scores(x, n_classes, options, l2)
-
-
-def frequency_global_head(x, n_classes: int, options: ModelOptions, l2, extra=None):
-    """The frequency head's per-band features plus their mean and max over the whole chunk: a
-    pattern also counts wherever in the band it fires, for recordings whose song lies higher or
-    lower than in training (distance takes the high frequencies, recorders differ)."""
-    whole = [layers.GlobalAveragePooling2D(name="global_mean")(x),
-             layers.GlobalMaxPooling2D(name="global_max")(x)]
-    x = layers.Concatenate(name="per_band_and_global")([PoolOverTime(name="pool_over_time")(x), *whole])
-    x = layers.Dropout(options.dropout, name="dropout")(_with_extra(x, extra))
+    is (insects and frogs are told apart by pitch as much as by shape). HEAD "frequency_global"
+    adds each feature's mean and max over the whole chunk, so a pattern also counts wherever in
+    the band it fires, for recordings whose song lies higher or lower than in training (distance
+    takes the high frequencies, recorders differ)."""
+    pooled = PoolOverTime(name="pool_over_time")(x)
+    if options.head == "frequency_global":
+        pooled = layers.Concatenate(name="per_band_and_global")(
+            [pooled, layers.GlobalAveragePooling2D(name="global_mean")(x),
+             layers.GlobalMaxPooling2D(name="global_max")(x)])
+    x = layers.Dropout(options.dropout, name="dropout")(_with_extra(pooled, extra))
     return _scores(x, n_classes, options, l2)
 
 
@@ -384,8 +380,7 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
         elif options.head == "attention":
             outputs = attention_head(x, n_classes, options, l2)
         else:
-            head = {"frequency": frequency_head, "frequency_global": frequency_global_head}.get(
-                options.head, pool_head)
+            head = pool_head if options.head == "pool" else frequency_head
             outputs = head(x, n_classes, options, l2, extra)
     finally:
         keras.config.set_dtype_policy(policy)

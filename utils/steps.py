@@ -321,14 +321,15 @@ def crossval_step(s: Settings, folds: int, overwrite: bool = False) -> dict:
         fold = s.replace(f"fold {k}", RUN_NAME=f"{s['RUN_NAME']}/fold{k}")
         held_out = [r for r in recordings if splits.get(r.id) == "val"]
         report = run_dir(fold) / "test-fold"
-        if finished_run(fold, report, overwrite):
+        finished = run_folder_state(fold, overwrite) == "finished"
+        if finished and (report / "summary.json").exists():
             _check_held_out(report, held_out)
             log.info("cross-validation fold %d of %d: finished earlier, reused", k, folds)
             seconds += read_json(run_dir(fold) / "train_summary.json")["train_seconds"]
             results.append({**read_json(report / "summary.json"), "report": str(report)})
             reused += 1
             continue
-        trained = _trained_fold(fold, splits, overwrite)
+        trained = finished and _trained_on(fold, splits)
         if trained:
             log.info("cross-validation fold %d of %d: trained earlier on this split, tested now", k, folds)
             tested_only += 1
@@ -356,12 +357,12 @@ def crossval_step(s: Settings, folds: int, overwrite: bool = False) -> dict:
     return summary
 
 
-def _trained_fold(fold: Settings, splits: Mapping[str, str], overwrite: bool) -> dict | None:
-    """The training summary of a fold stopped between its training and its test, when it trained
-    on exactly this split (a fold folder of an older version has no record of its split, so it
+def _trained_on(fold: Settings, splits: Mapping[str, str]) -> dict | None:
+    """The training summary of a finished fold stopped before its test, when it trained on
+    exactly this split (a fold folder of an older version has no record of its split, so it
     trains again): testing a model on recordings it trained on would flatter it."""
     saved = run_dir(fold) / FOLD_SPLIT_FILE
-    if run_folder_state(fold, overwrite) != "finished" or not saved.exists():
+    if not saved.exists():
         return None
     if read_json(saved) != dict(splits):
         log.info("%s trained on another split (did the dataset change?): trained again", run_dir(fold))
