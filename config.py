@@ -93,6 +93,8 @@ HEAD: Literal["pool", "attention", "frequency", "frequency_global"] = "frequency
                                              # global average; attention: SED head
 FREQUENCY_CHANNEL = False                    # add an input channel with each row's frequency position
                                              # (then no convolution feature is the same at every pitch)
+BACKGROUND_CHANNEL = False                   # add an input channel with each row's median over the chunk
+                                             # subtracted: background, recorder colour (and steady songs) gone
 CEPSTRUM_FEATURES = False                    # head also gets each column's cepstrum (mean, max over time):
                                              # evenly spaced lines (pulse rates, harmonics) as one peak;
                                              # not with HEAD "attention" (its scores are per frame)

@@ -1,8 +1,9 @@
+import keras
 import numpy as np
 import pytest
 
 from utils.model_io import load_model, save_model
-from utils.models import CepstrumPool, FrequencyPosition, PoolOverTime, build_model, frame_score_model
+from utils.models import BackgroundRemoved, CepstrumPool, FrequencyPosition, PoolOverTime, build_model, frame_score_model
 
 pytestmark = pytest.mark.backend  # also run on JAX by `make test`
 
@@ -31,6 +32,8 @@ SHAPE = (32, 64, 1)
     ("pi", {"filters": [8, 16], "dense_units": 32, "cepstrum_features": True}),
     ("efficientnet_b0", {}),
     ("efficientnet_b0", {"head": "frequency", "frequency_channel": True}),
+    ("efficientnet_b0", {"background_channel": True, "frequency_channel": True}),
+    ("resnet", {"filters": [8, 16], "head": "frequency_global", "background_channel": True}),
 ])
 def test_every_family_builds_predicts_and_reloads(tmp_path, name, options):
     model = build_model(name, SHAPE, 3, **options)
@@ -153,6 +156,37 @@ def test_frequency_position_and_pooling_over_time_by_hand():
     pooled = np.asarray(PoolOverTime()(x))
     expected = np.concatenate([x.mean(axis=2), x.max(axis=2)], axis=-1).reshape(2, -1)
     assert np.allclose(pooled, expected, atol=1e-6)
+
+
+def test_background_channel_keeps_what_comes_and_goes_and_drops_what_stays():
+    """A row at a steady level, a row with a call in 2 of its 7 columns: the added channel is 0
+    for the steady row and for the call row's quiet columns, the call's excess where it sounds."""
+    x = np.full((1, 2, 7, 1), 0.3, dtype="float32")
+    x[0, 1, :, 0] = 0.1
+    x[0, 1, 2:4, 0] = 0.9
+    out = np.asarray(BackgroundRemoved()(x))
+    assert out.shape == (1, 2, 7, 2) and np.allclose(out[..., 0], x[..., 0])
+    assert np.allclose(out[0, 0, :, 1], 0)
+    assert np.allclose(out[0, 1, :, 1], [0, 0, 0.8, 0.8, 0, 0, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("options, colours", [
+    ({}, ["grey", "grey", "grey"]),
+    ({"frequency_channel": True}, ["grey", "grey", "position"]),
+    ({"background_channel": True, "frequency_channel": True}, ["grey", "background", "position"]),
+])
+def test_efficientnet_sees_the_added_channels_as_colours(options, colours):
+    """Until the added channels' layers said their output shape, EfficientNet took a channel
+    count of None for 'not 2' and silently dropped the frequency position."""
+    model = build_model("efficientnet_b0", SHAPE, 3, **options)
+    rgb = keras.Model(model.input, model.get_layer("grey_to_rgb").output)
+    x = np.random.default_rng(2).random((1, *SHAPE)).astype("float32")
+    got = np.asarray(rgb(x))[0] / 255.0
+    expected = {"grey": x[0, ..., 0],
+                "background": x[0, ..., 0] - np.median(x[0, ..., 0], axis=1, keepdims=True),
+                "position": np.broadcast_to(np.linspace(0, 1, SHAPE[0])[:, None], SHAPE[:2])}
+    for channel, name in enumerate(colours):
+        assert np.allclose(got[..., channel], expected[name], atol=1e-5), (channel, name)
 
 
 def test_cepstrum_turns_evenly_spaced_lines_into_one_peak_at_their_spacing():

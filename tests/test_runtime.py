@@ -69,3 +69,17 @@ def test_a_read_only_model_folder_exports_to_the_temporary_folder(model_file, mo
     monkeypatch.setattr(utils.runtime.os, "access", lambda path, mode: False)
     target = exported_path(model_file)
     assert target.parent.name.startswith("bioacoustics-litert-") and target.name.startswith("best.")
+
+
+def test_added_input_channels_export_and_score_like_keras(tmp_path):
+    """The background channel's median and the position ramp run in LiteRT's own kernels (a median
+    by sorting did not: its export fell back to Keras)."""
+    from utils.models import build_model
+    from utils.runtime import export_litert, score_difference
+
+    shape = (32, 64, 1)
+    model = build_model("resnet", shape, 3, filters=[8, 16], head="frequency_global",
+                        background_channel=True, frequency_channel=True)
+    model.save(tmp_path / "m.keras")
+    exported = export_litert(model, tmp_path / "m.keras", shape)
+    assert score_difference(model, exported, shape) < 1e-4

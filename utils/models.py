@@ -40,6 +40,7 @@ class ModelOptions:
     l2: float = 0.0
     dense_units: int = 512                    # "pi": width of its two dense layers
     frequency_channel: bool = False           # add an input channel holding each row's position
+    background_channel: bool = False          # add an input channel: each row less its median over time
     stem_downsampling: tuple[int, int] = (4, 4)  # resnet stem: (frequency, time) factor, 1, 2 or 4
     stem_kernel: tuple[int, int] = (5, 5)     # resnet stem convolution: (frequency rows, time columns)
     cepstrum_features: bool = False           # head also sees the input's cepstrum (not "attention")
@@ -85,6 +86,24 @@ class MeanOverFrequency(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="bioacoustics")
+class BackgroundRemoved(layers.Layer):
+    """Append a channel that holds each row less its median over the chunk: a row's steady part
+    (background noise, the recorder's colouring, a song that never stops) is gone and what comes
+    and goes stands out, while the first channel keeps the whole picture."""
+
+    def call(self, x):
+        grey = x[..., 0]
+        columns = grey.shape[-1]
+        # the median from the top half (top_k, where ops.median's sort has no LiteRT kernel)
+        top = ops.top_k(grey, columns // 2 + 1)[0]
+        middle = top[..., -1:] if columns % 2 else (top[..., -1:] + top[..., -2:-1]) / 2
+        return ops.concatenate([x, ops.expand_dims(grey - middle, -1)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + 1)
+
+
+@keras.saving.register_keras_serializable(package="bioacoustics")
 class FrequencyPosition(layers.Layer):
     """Append a channel that holds each row's position in the band (0 at the bottom, 1 at the
     top), so that convolutions, which look the same everywhere, can tell a 3-kHz call from a
@@ -95,6 +114,9 @@ class FrequencyPosition(layers.Layer):
         ramp = ops.cast(ops.arange(rows), x.dtype) / ops.cast(ops.maximum(rows - 1, 1), x.dtype)
         ramp = ops.broadcast_to(ops.reshape(ramp, (1, -1, 1, 1)), ops.shape(x[..., :1]))
         return ops.concatenate([x, ramp], axis=-1)
+
+    def compute_output_shape(self, input_shape):  # else the channel count is unknown downstream
+        return (*input_shape[:-1], input_shape[-1] + 1)
 
 
 @keras.saving.register_keras_serializable(package="bioacoustics")
@@ -267,9 +289,9 @@ def efficientnet_body(x, variant: str):
                 "efficientnet_b3": keras.applications.EfficientNetB3}
     scaled = layers.Rescaling(255.0, name="to_0_255")(x)
     grey = scaled[..., :1]
-    # with FREQUENCY_CHANNEL the third colour channel carries the row position instead
-    third = scaled[..., 1:2] if x.shape[-1] == 2 else grey
-    rgb = layers.Concatenate(name="grey_to_rgb")([grey, grey, third])
+    # added channels (BACKGROUND_CHANNEL, FREQUENCY_CHANNEL) take the last colour channels' places
+    added = [scaled[..., c:c + 1] for c in range(1, x.shape[-1])]
+    rgb = layers.Concatenate(name="grey_to_rgb")(([grey] * 3 + added)[len(added):])
     net = builders[variant](include_top=False, weights=None, input_shape=tuple(rgb.shape[1:]))
     return net(rgb)
 
@@ -355,6 +377,8 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int,
     if name == "pi" and options.head != "pool":
         raise ValueError("the pi model has a dense head; use HEAD = 'pool'")
     x = inputs
+    if options.background_channel:
+        x = BackgroundRemoved(name="background_removed")(x)
     if options.frequency_channel:
         x = FrequencyPosition(name="frequency_position")(x)
     if name == "resnet":

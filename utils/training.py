@@ -109,6 +109,7 @@ class TrainOptions:
             dropout=s["DROPOUT"],
             dropout_type=s["DROPOUT_TYPE"], head=s["HEAD"], multi_label=s["MULTI_LABEL"],
             l2=s["L2_WEIGHT"], dense_units=s["DENSE_UNITS"], frequency_channel=s["FREQUENCY_CHANNEL"],
+            background_channel=s["BACKGROUND_CHANNEL"],
             cepstrum_features=s["CEPSTRUM_FEATURES"], squeeze_excitation=s["SQUEEZE_EXCITATION"],
             min_frequency_rows=s["MIN_FREQUENCY_ROWS"], drop_path=s["DROP_PATH"])
         return cls(model=s["MODEL"], architecture=architecture, epochs=s["EPOCHS"],
