@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from utils.model_io import load_model, save_model
-from utils.models import BackgroundRemoved, CepstrumPool, FrequencyPosition, PoolOverTime, build_model, frame_score_model
+from utils.models import (BackgroundRemoved, CepstrumPool, FrequencyPosition, PoolOverTime, build_model,
+                          frame_score_model)
 
 pytestmark = pytest.mark.backend  # also run on JAX by `make test`
 
