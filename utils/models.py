@@ -85,38 +85,45 @@ class MeanOverFrequency(layers.Layer):
         return ops.mean(x, axis=1)
 
 
-@keras.saving.register_keras_serializable(package="bioacoustics")
-class BackgroundRemoved(layers.Layer):
-    """Append a channel that holds each row less its median over the chunk: a row's steady part
-    (background noise, the recorder's colouring, a song that never stops) is gone and what comes
-    and goes stands out, while the first channel keeps the whole picture."""
+class _AddedChannel(layers.Layer):
+    """The input with one channel appended, ``channel(x)``: the added channels' common part, which
+    also says the output shape (unsaid, the channel count is unknown to the layers after it)."""
+
+    def channel(self, x):
+        raise NotImplementedError
 
     def call(self, x):
-        grey = x[..., 0]
-        columns = grey.shape[-1]
-        # the median from the top half (top_k, where ops.median's sort has no LiteRT kernel)
-        top = ops.top_k(grey, columns // 2 + 1)[0]
-        middle = top[..., -1:] if columns % 2 else (top[..., -1:] + top[..., -2:-1]) / 2
-        return ops.concatenate([x, ops.expand_dims(grey - middle, -1)], axis=-1)
+        return ops.concatenate([x, self.channel(x)], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], input_shape[-1] + 1)
 
 
 @keras.saving.register_keras_serializable(package="bioacoustics")
-class FrequencyPosition(layers.Layer):
+class BackgroundRemoved(_AddedChannel):
+    """Append a channel that holds each row less its median over the chunk: a row's steady part
+    (background noise, the recorder's colouring, a song that never stops) is gone and what comes
+    and goes stands out, while the first channel keeps the whole picture."""
+
+    def channel(self, x):
+        grey = x[..., 0]
+        columns = grey.shape[-1]
+        # the median from the top half (top_k, where ops.median's sort has no LiteRT kernel)
+        top = ops.top_k(grey, columns // 2 + 1)[0]
+        middle = top[..., -1:] if columns % 2 else (top[..., -1:] + top[..., -2:-1]) / 2
+        return ops.expand_dims(grey - middle, -1)
+
+
+@keras.saving.register_keras_serializable(package="bioacoustics")
+class FrequencyPosition(_AddedChannel):
     """Append a channel that holds each row's position in the band (0 at the bottom, 1 at the
     top), so that convolutions, which look the same everywhere, can tell a 3-kHz call from a
     10-kHz one of the same shape (CoordConv)."""
 
-    def call(self, x):
+    def channel(self, x):
         rows = ops.shape(x)[1]
         ramp = ops.cast(ops.arange(rows), x.dtype) / ops.cast(ops.maximum(rows - 1, 1), x.dtype)
-        ramp = ops.broadcast_to(ops.reshape(ramp, (1, -1, 1, 1)), ops.shape(x[..., :1]))
-        return ops.concatenate([x, ramp], axis=-1)
-
-    def compute_output_shape(self, input_shape):  # else the channel count is unknown downstream
-        return (*input_shape[:-1], input_shape[-1] + 1)
+        return ops.broadcast_to(ops.reshape(ramp, (1, -1, 1, 1)), ops.shape(x[..., :1]))
 
 
 @keras.saving.register_keras_serializable(package="bioacoustics")
@@ -291,7 +298,7 @@ def efficientnet_body(x, variant: str):
     grey = scaled[..., :1]
     # added channels (BACKGROUND_CHANNEL, FREQUENCY_CHANNEL) take the last colour channels' places
     added = [scaled[..., c:c + 1] for c in range(1, x.shape[-1])]
-    rgb = layers.Concatenate(name="grey_to_rgb")(([grey] * 3 + added)[len(added):])
+    rgb = layers.Concatenate(name="grey_to_rgb")([grey] * (3 - len(added)) + added)
     net = builders[variant](include_top=False, weights=None, input_shape=tuple(rgb.shape[1:]))
     return net(rgb)
 
