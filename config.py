@@ -156,9 +156,13 @@ POOLING_ALPHA = 5.0                          # mean_exp: 0 -> mean, large -> max
 TEST_WITH_BACKGROUND = True                  # background labels count as targets (MLRAP, F1, cmAP, ROC-AUC)
 CALL_THRESHOLD = 0.5                         # a class is "called" at this score: row-wise F1 and kaggle2021 rows
 PREDICT_BATCH_SIZE = 128                     # chunks per model call when scoring (Keras runtime)
-SCORING_RUNTIME: Literal["auto", "keras", "litert"] = "auto"  # litert: the model exported to LiteRT, run in
-                                             # each worker (about 2x Keras on CPU; scores checked against Keras at
-                                             # export); auto: litert where ai-edge-litert and TensorFlow are installed
+SCORING_RUNTIME: Literal["auto", "keras", "litert", "litert-int8"] = "auto"  # litert: the model exported to
+                                             # LiteRT, run in each worker (about 2x Keras on CPU; scores checked
+                                             # against Keras at export); litert-int8: int8 weights and activations
+                                             # (calibrated on training chunks kept in the model file; the top class
+                                             # checked); auto: litert where ai-edge-litert and TensorFlow are
+                                             # installed, and in submissions int8 where that is faster on this
+                                             # machine (wider models; test.py keeps the model's own float scores)
 
 # ----------------------------------------------------------------------------- submission (step 5)
 SUBMISSION_AUDIO = ""                        # folder of audio files to score; "" = the TEST_SPLIT files

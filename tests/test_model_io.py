@@ -3,7 +3,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from utils.model_io import ModelFileError, load_model, read_model_meta, save_model
+from utils.model_io import ModelFileError, load_model, read_calibration, read_model_meta, save_model
 from utils.models import build_model
 
 pytestmark = pytest.mark.backend  # also run on JAX by `make test`
@@ -18,6 +18,20 @@ def test_model_round_trip_keeps_classes_settings_and_predictions(tmp_path):
     assert loaded_meta == meta
     assert np.allclose(model.predict_on_batch(x), loaded.predict_on_batch(x), atol=1e-6)
     assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]  # no temporary files left
+
+
+def test_calibration_chunks_travel_in_the_model_file(tmp_path):
+    model = build_model("resnet", (16, 32, 1), 3, filters=[4, 8])
+    chunks = np.random.default_rng(0).integers(0, 256, (5, 16, 32), dtype=np.uint8)
+    save_model(model, tmp_path / "with.keras", {"classes": ["a", "b", "c"]}, chunks)
+    save_model(model, tmp_path / "without.keras", {"classes": ["a", "b", "c"]})
+    got = read_calibration(tmp_path / "with.keras")
+    assert got.dtype == np.uint8 and np.array_equal(got, chunks)
+    assert read_calibration(tmp_path / "without.keras") is None
+    loaded, meta = load_model(tmp_path / "with.keras")  # Keras ignores the extra member
+    assert meta["classes"] == ["a", "b", "c"] and loaded.input_shape == model.input_shape
+    with pytest.raises(ModelFileError, match="model not found"):
+        read_calibration(tmp_path / "missing.keras")
 
 
 def test_only_native_keras_files_of_this_suite_load(tmp_path):

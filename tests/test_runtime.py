@@ -1,6 +1,9 @@
-"""The LiteRT runtime: exported once, checked against Keras, the same scores in worker processes."""
+"""The LiteRT runtime: exported once, checked against Keras, the same scores in worker processes;
+the int8 export: calibrated on the chunks a model file carries, checked, used where faster."""
 import importlib.util
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -8,7 +11,9 @@ import pytest
 from utils import steps
 from utils.audio import write_audio
 from utils.inference import load_ensemble, score_files
-from utils.runtime import BATCH, LiteRTScorer, choose_runtime, exported_path, litert_possible
+from utils.model_io import read_calibration
+from utils.runtime import (BATCH, LiteRTScorer, choose_runtime, exported_path, litert_possible,
+                           quantized_path, top_class_agreement)
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None or
                                 os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
@@ -32,7 +37,7 @@ def test_export_is_checked_reused_and_scores_like_keras(model_file):
     (member,), _ = load_ensemble([model_file], runtime="litert")
     assert member.runtime_file == str(exported_path(model_file)) and not keras_member.runtime_file
     made = os.stat(member.runtime_file).st_mtime_ns
-    (again,), _ = load_ensemble([model_file], runtime="auto")
+    (again,), _ = load_ensemble([model_file], runtime="auto", int8=False)
     assert again.runtime_file == member.runtime_file and os.stat(member.runtime_file).st_mtime_ns == made
     images = np.random.default_rng(1).random((BATCH * 2 + 5, *member.model.input_shape[1:]), np.float32)
     litert = LiteRTScorer(member.runtime_file).predict_on_batch(images)
@@ -83,3 +88,82 @@ def test_added_input_channels_export_and_score_like_keras(tmp_path):
     model.save(tmp_path / "m.keras")
     exported = export_litert(model, tmp_path / "m.keras", shape)
     assert score_difference(model, exported, shape) < 1e-4
+
+
+def test_trained_models_carry_training_chunks_for_calibration(trained, model_file):
+    from utils.store import Store
+
+    chunks = read_calibration(model_file)
+    store = Store(steps.store_root(trained))
+    train = store.index[(store.index["split"] == "train") & ~store.index["noise"]]
+    assert chunks.dtype == np.uint8 and len(chunks) == min(32, len(train))
+    stored = np.round(store.images(train["shard"].to_numpy(), train["row"].to_numpy()) * 255)
+    assert all((stored == chunk).all(axis=(1, 2)).any() for chunk in chunks)  # training chunks, each
+    for other in (model_file.with_name("last.keras"), *model_file.parent.glob("snapshots/*.keras")):
+        assert np.array_equal(read_calibration(other), chunks)
+
+
+def test_top_class_agreement_forgives_swaps_of_near_equal_scores():
+    reference = np.array([[0.90, 0.05, 0.05], [0.34, 0.33, 0.33], [0.6, 0.4, 0.0], [0.2, 0.7, 0.1]])
+    scores = np.array([[0.80, 0.10, 0.10], [0.30, 0.36, 0.34], [0.4, 0.6, 0.0], [0.2, 0.7, 0.1]])
+    assert top_class_agreement(reference, scores) == 0.75  # only the third, 0.2 apart, disagrees
+
+
+@pytest.fixture
+def model_copy(model_file, tmp_path):
+    """The trained model in a folder of its own, so that its exports start afresh."""
+    return shutil.copy(model_file, tmp_path / "best.keras")
+
+
+def test_auto_uses_the_int8_export_only_where_faster_and_keeps_its_verdict(model_copy, monkeypatch):
+    import utils.runtime
+
+    monkeypatch.setattr(utils.runtime, "seconds_per_chunk",
+                        lambda path, images: 1.0 if str(path).endswith(".int8.tflite") else 2.0)
+    (member,), _ = load_ensemble([model_copy], runtime="auto")
+    assert member.runtime_file == str(quantized_path(model_copy))
+    verdict = quantized_path(model_copy).with_suffix(".json")
+    assert json.loads(verdict.read_text()) == {"use": True, "speedup": 2.0}
+    images = read_calibration(model_copy)[..., None].astype(np.float32) / 255.0
+    int8 = LiteRTScorer(member.runtime_file).predict_on_batch(images)
+    assert top_class_agreement(np.asarray(member.model.predict_on_batch(images)), int8) >= 0.9
+    monkeypatch.setattr(utils.runtime, "seconds_per_chunk", lambda *a: pytest.fail("timed again"))
+    (again,), _ = load_ensemble([model_copy], runtime="auto")
+    assert again.runtime_file == member.runtime_file
+    (evaluated,), _ = load_ensemble([model_copy], runtime="auto", int8=False)  # test.py's scores
+    assert evaluated.runtime_file == str(exported_path(model_copy))
+
+
+def test_auto_keeps_the_float_export_where_int8_is_slower(model_copy, monkeypatch):
+    import utils.runtime
+
+    monkeypatch.setattr(utils.runtime, "seconds_per_chunk",
+                        lambda path, images: 1.0 if str(path).endswith(".int8.tflite") else 1.05)
+    (member,), _ = load_ensemble([model_copy], runtime="auto")
+    assert member.runtime_file == str(exported_path(model_copy))
+    assert json.loads(quantized_path(model_copy).with_suffix(".json").read_text())["use"] is False
+
+
+def test_an_int8_export_that_changes_top_classes_is_not_used(model_copy, monkeypatch):
+    import utils.runtime
+
+    monkeypatch.setattr(utils.runtime, "INT8_AGREEMENT", 1.01)  # no export can pass
+    with pytest.raises(ValueError, match="keeps the top class of only"):
+        load_ensemble([model_copy], runtime="litert-int8")
+    assert not quantized_path(model_copy).exists()
+    (member,), _ = load_ensemble([model_copy], runtime="auto")
+    assert member.runtime_file == str(exported_path(model_copy))
+    verdict = json.loads(quantized_path(model_copy).with_suffix(".json").read_text())
+    assert verdict["use"] is False and "top class" in verdict["reason"]
+
+
+def test_int8_needs_calibration_chunks(tmp_path):
+    from utils.model_io import save_model
+    from utils.models import build_model
+
+    model = build_model("resnet", (32, 64, 1), 3, filters=[8, 16])
+    save_model(model, tmp_path / "m.keras", {"classes": ["a", "b", "c"]})  # as before they were kept
+    with pytest.raises(ValueError, match="no calibration chunks"):
+        load_ensemble([tmp_path / "m.keras"], runtime="litert-int8")
+    (member,), _ = load_ensemble([tmp_path / "m.keras"], runtime="auto")
+    assert member.runtime_file == str(exported_path(tmp_path / "m.keras"))

@@ -60,8 +60,10 @@ class ModelSaver(keras.callbacks.Callback):
     comparing against the right best."""
 
     def __init__(self, run_dir: Path, meta: dict, monitor: str, snapshot_epochs: int,
-                 patience: int = 0, state_file: Path | None = None, first_candidate: int = 1):
+                 patience: int = 0, state_file: Path | None = None, first_candidate: int = 1,
+                 calibration: np.ndarray | None = None):
         super().__init__()
+        self.calibration = calibration  # saved in every model file (utils.model_io)
         self.run_dir, self.meta, self.monitor = Path(run_dir), meta, monitor
         self.snapshot_epochs, self.patience, self.state_file = snapshot_epochs, patience, state_file
         self.first_candidate = first_candidate
@@ -84,10 +86,11 @@ class ModelSaver(keras.callbacks.Callback):
         if value is not None and np.isfinite(value) and epoch + 1 >= self.first_candidate:
             if self.best is None or (value > self.best if self.higher else value < self.best):
                 self.best, self.best_epoch = float(value), epoch + 1
-                save_model(self.model, self.run_dir / "best.keras", self._meta(epoch, logs))
+                save_model(self.model, self.run_dir / "best.keras", self._meta(epoch, logs),
+                           self.calibration)
         if self.snapshot_epochs and (epoch + 1) % self.snapshot_epochs == 0:
             save_model(self.model, self.run_dir / "snapshots" / f"epoch-{epoch + 1:03d}.keras",
-                       self._meta(epoch, logs))
+                       self._meta(epoch, logs), self.calibration)
         if self.state_file is not None:
             atomic_write_json(self.state_file, {"best": self.best, "best_epoch": self.best_epoch})
         waited_since = max(self.best_epoch, self.first_candidate - 1)

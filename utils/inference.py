@@ -185,16 +185,17 @@ class Member:
         return SpecParams.from_dict(self.meta["spec"])
 
 
-def load_ensemble(paths: list[str | Path], weights: list[float] | None = None, runtime: str = "keras"
-                  ) -> tuple[list[Member], list[str]]:
+def load_ensemble(paths: list[str | Path], weights: list[float] | None = None, runtime: str = "keras",
+                  int8: bool = True) -> tuple[list[Member], list[str]]:
     """Models whose scores are averaged (weights normalised to sum 1); (members, class list).
 
     Every model must know the same classes (in any order); each keeps its own spectrogram
     settings, so models trained on other chunk lengths or bands can be combined. ``runtime``:
-    "keras", "litert" or "auto" (``utils.runtime.choose_runtime``).
+    "keras", "litert", "litert-int8" or "auto" (``utils.runtime.scoring_file``); ``int8=False``
+    keeps "auto" on the float export, for scores that are the model's own (evaluation).
     """
     from utils.model_io import load_model
-    from utils.runtime import choose_runtime, export_litert
+    from utils.runtime import choose_runtime, scoring_file
 
     chosen = choose_runtime(runtime)
 
@@ -216,9 +217,10 @@ def load_ensemble(paths: list[str | Path], weights: list[float] | None = None, r
         exported = ""
         if chosen == "litert":
             try:
-                exported = str(export_litert(model, path, tuple(model.input_shape[1:])))
+                exported = str(scoring_file(model, path, tuple(model.input_shape[1:]),
+                                            runtime if int8 or runtime != "auto" else "litert"))
             except Exception as exc:  # noqa: BLE001 - "auto" falls back to Keras, loudly
-                if runtime == "litert":
+                if runtime != "auto":
                     raise
                 log.warning("scoring %s with Keras: its LiteRT export failed (%s)", path, exc)
         members.append(Member(model, meta, weight / sum(weights), columns, exported))

@@ -208,7 +208,9 @@ def test_step(s: Settings, out: Path | None = None, recordings=None) -> dict:
     from utils.evaluation import TestOptions, evaluate_recordings, write_report
     from utils.inference import load_ensemble
 
-    members, classes = load_ensemble(model_files(s), s["TEST_MODEL_WEIGHTS"], s["SCORING_RUNTIME"])
+    # metrics of the model itself: "auto" stays on the float export here ("litert-int8" measures int8)
+    members, classes = load_ensemble(model_files(s), s["TEST_MODEL_WEIGHTS"], s["SCORING_RUNTIME"],
+                                     int8=False)
     for member in members:
         _note_spec_differences(member.meta, s)
     if recordings is None:
