@@ -7,4 +7,5 @@ SAMPLE_RATE = 22050
 FMIN = 300.0
 FMAX = 10000.0
 EPOCHS = 12
+WIDTH = 1                                    # the synthetic calls need no more; half the time
 SUBMISSION_AUDIO = "data/demo/raw/unlabelled"

@@ -18,7 +18,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Small, fast settings for pipeline tests: tiny images and model, few epochs.
 TINY = [
     "SAMPLE_RATE=16000", "FMIN=200.0", "FMAX=7800.0", "IMAGE_HEIGHT=32", "IMAGE_WIDTH=64",
-    "N_FFT=512", "FILTERS=[8, 16]", "EPOCHS=3", "BATCH_SIZE=16", "SPEC_WORKERS=1",
+    "N_FFT=512", "FILTERS=[8, 16]", "WIDTH=1", "EPOCHS=3", "BATCH_SIZE=16", "SPEC_WORKERS=1",
     "SNAPSHOT_EPOCHS=2", "EARLY_STOPPING=0",
 ]
 
