@@ -165,8 +165,8 @@ def run_suite(files: list[Path], workdir: Path, workers: int, runtime: str = "",
         elapsed = time.perf_counter() - started
     assert not skipped and len(scored) == len(files)
     used = members[0].runtime_file
-    RUNTIME_USED[runtime or "default"] = ("keras" if not used else
-                                                  "litert-int8" if used.endswith(".int8.tflite") else "litert")
+    RUNTIME_USED[runtime or "default"] = ("keras" if not used else "litert-int8"
+                                          if used.endswith(".int8.tflite") else "litert")
     return sum(float(f.ends[-1]) for f in scored) / elapsed
 
 

@@ -9,7 +9,7 @@ scores before it is used, and anything else falls back to Keras.
 A model file that carries calibration chunks (utils.model_io) is also exported with int8 weights
 and activations. Its scores differ from Keras by quantisation, so it is checked on those chunks
 for the same top class, and ``auto`` uses it only where it is also faster on this machine: for
-wider models int8 kernels are 2-2.5x faster, for the small default model they are slower.
+the default WIDTH=2 model int8 kernels are 2.2-2.3x faster, for WIDTH=1 they are slower.
 """
 from __future__ import annotations
 
