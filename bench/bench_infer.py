@@ -40,7 +40,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "insectset32"
 TARGET = 3.0
 BIRDNET_RATE, BIRDNET_WINDOW = 48000, 3.0
 BIRDNET_BATCHES = (1, 8, 32)  # windows per invoke; the reference is its best of these
-RUNTIME_USED: dict[str, str] = {}  # runtime asked for ("default": the settings') -> what (b) ran on
 
 
 def soundscapes(folder: Path, n_files: int, seconds: float, rate: int = 32000) -> list[Path]:
@@ -128,8 +127,9 @@ def run_birdnet(files: list[Path], workers: int, batch: int) -> float:
 
 
 def run_suite(files: list[Path], workdir: Path, workers: int, runtime: str = "", warm: bool = True,
-              overrides: tuple[str, ...] = ()) -> float:
-    """(b) in audio-seconds per second; ``runtime`` replaces SCORING_RUNTIME (default: config.py's);
+              overrides: tuple[str, ...] = ()) -> tuple[float, str]:
+    """(b) in audio-seconds per second, and the runtime it ran on; ``runtime`` replaces
+    SCORING_RUNTIME (default: config.py's);
     ``warm=False`` starts the clock before the worker processes (as one submission run pays);
     ``overrides``: KEY=VALUE settings over config.py's."""
     from utils.cli import DEFAULTS_FILE
@@ -165,9 +165,8 @@ def run_suite(files: list[Path], workdir: Path, workers: int, runtime: str = "",
         elapsed = time.perf_counter() - started
     assert not skipped and len(scored) == len(files)
     used = members[0].runtime_file
-    RUNTIME_USED[runtime or "default"] = ("keras" if not used else "litert-int8"
-                                          if used.endswith(".int8.tflite") else "litert")
-    return sum(float(f.ends[-1]) for f in scored) / elapsed
+    ran_on = "keras" if not used else "litert-int8" if used.endswith(".int8.tflite") else "litert"
+    return sum(float(f.ends[-1]) for f in scored) / elapsed, ran_on
 
 
 @click.command()
@@ -186,14 +185,15 @@ def main(quick, workers, overrides):
         ours, theirs, on_keras, cold = [], [], [], []
         for _ in range(rounds):  # in turns, so all see the same machine state
             theirs.append(max(run_birdnet(files, workers, b) for b in BIRDNET_BATCHES))
-            ours.append(run_suite(files, workdir, workers, overrides=overrides))
-            on_keras.append(run_suite(files, workdir, workers, runtime="keras", overrides=overrides))
-            cold.append(run_suite(files, workdir, workers, warm=False, overrides=overrides))
+            speed, ran_on = run_suite(files, workdir, workers, overrides=overrides)
+            ours.append(speed)
+            on_keras.append(run_suite(files, workdir, workers, runtime="keras", overrides=overrides)[0])
+            cold.append(run_suite(files, workdir, workers, warm=False, overrides=overrides)[0])
         a, b = max(theirs), max(ours)
         click.echo(f"(a) BirdNET V2.4 (LiteRT, 3-s windows at 48 kHz): {a:.0f} audio-s/s "
                    f"(all: {', '.join(f'{x:.0f}' for x in theirs)})")
         settings = " ".join(overrides) or "default settings"
-        click.echo(f"(b) this suite ({settings}, {RUNTIME_USED['default']}, 5-s windows, CSV): {b:.0f} audio-s/s "
+        click.echo(f"(b) this suite ({settings}, {ran_on}, 5-s windows, CSV): {b:.0f} audio-s/s "
                    f"(all: {', '.join(f'{x:.0f}' for x in ours)})")
         click.echo(f"    the same with SCORING_RUNTIME = 'keras':         {max(on_keras):.0f} audio-s/s")
         click.echo(f"    the same, worker start-up on the clock:          {max(cold):.0f} audio-s/s "

@@ -13,7 +13,7 @@ from utils.audio import write_audio
 from utils.inference import load_ensemble, score_files
 from utils.model_io import read_calibration
 from utils.runtime import (BATCH, LiteRTScorer, choose_runtime, exported_path, litert_possible,
-                           quantized_path, top_class_agreement)
+                           int8_path, top_class_agreement)
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None or
                                 os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
@@ -121,8 +121,8 @@ def test_auto_uses_the_int8_export_only_where_faster_and_keeps_its_verdict(model
     monkeypatch.setattr(utils.runtime, "seconds_per_chunk",
                         lambda path, images: 1.0 if str(path).endswith(".int8.tflite") else 2.0)
     (member,), _ = load_ensemble([model_copy], runtime="auto")
-    assert member.runtime_file == str(quantized_path(model_copy))
-    verdict = quantized_path(model_copy).with_suffix(".json")
+    assert member.runtime_file == str(int8_path(exported_path(model_copy)))
+    verdict = int8_path(exported_path(model_copy)).with_suffix(".json")
     assert json.loads(verdict.read_text()) == {"use": True, "speedup": 2.0}
     images = read_calibration(model_copy)[..., None].astype(np.float32) / 255.0
     int8 = LiteRTScorer(member.runtime_file).predict_on_batch(images)
@@ -141,7 +141,7 @@ def test_auto_keeps_the_float_export_where_int8_is_slower(model_copy, monkeypatc
                         lambda path, images: 1.0 if str(path).endswith(".int8.tflite") else 1.05)
     (member,), _ = load_ensemble([model_copy], runtime="auto")
     assert member.runtime_file == str(exported_path(model_copy))
-    assert json.loads(quantized_path(model_copy).with_suffix(".json").read_text())["use"] is False
+    assert json.loads(int8_path(exported_path(model_copy)).with_suffix(".json").read_text())["use"] is False
 
 
 def test_an_int8_export_that_changes_top_classes_is_not_used(model_copy, monkeypatch):
@@ -150,10 +150,10 @@ def test_an_int8_export_that_changes_top_classes_is_not_used(model_copy, monkeyp
     monkeypatch.setattr(utils.runtime, "INT8_AGREEMENT", 1.01)  # no export can pass
     with pytest.raises(ValueError, match="keeps the top class of only"):
         load_ensemble([model_copy], runtime="litert-int8")
-    assert not quantized_path(model_copy).exists()
+    assert not int8_path(exported_path(model_copy)).exists()
     (member,), _ = load_ensemble([model_copy], runtime="auto")
     assert member.runtime_file == str(exported_path(model_copy))
-    verdict = json.loads(quantized_path(model_copy).with_suffix(".json").read_text())
+    verdict = json.loads(int8_path(exported_path(model_copy)).with_suffix(".json").read_text())
     assert verdict["use"] is False and "top class" in verdict["reason"]
 
 

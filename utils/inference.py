@@ -12,7 +12,7 @@ import numpy as np
 
 from utils.audio import AudioError, audio_info
 from utils.extract import file_images, header_chunk_count, map_jobs, segment_images
-from utils.spectrogram import SpecParams, to_uint8
+from utils.spectrogram import SpecParams, model_input, to_uint8
 
 log = logging.getLogger("bioacoustics")
 
@@ -77,7 +77,7 @@ def _scores_for(piece: Piece, params: SpecParams, shifts: tuple[float, ...], run
     piece, images, starts, error = _images_for(piece, params, shifts)
     if images is None:
         return piece, None, starts, error
-    scores = worker_scorer(runtime_file).predict_on_batch(images[..., None].astype(np.float32) / 255.0)
+    scores = worker_scorer(runtime_file).predict_on_batch(model_input(images))
     return piece, scores, starts, ""
 
 
@@ -127,8 +127,8 @@ def _batched(model, batch_size: int, images_per_piece: Iterable) -> Iterator[tup
     def flush() -> Iterator[tuple]:
         if not pending:
             return
-        images = np.concatenate([p[1] for p in pending]).astype(np.float32) / 255.0
-        scores = np.concatenate([np.asarray(model.predict_on_batch(images[i:i + batch_size, ..., None]))
+        images = model_input(np.concatenate([p[1] for p in pending]))
+        scores = np.concatenate([np.asarray(model.predict_on_batch(images[i:i + batch_size]))
                                  for i in range(0, len(images), batch_size)])
         offset = 0
         for piece, imgs, starts in pending:
@@ -217,8 +217,7 @@ def load_ensemble(paths: list[str | Path], weights: list[float] | None = None, r
         exported = ""
         if chosen == "litert":
             try:
-                exported = str(scoring_file(model, path, tuple(model.input_shape[1:]),
-                                            runtime if int8 or runtime != "auto" else "litert"))
+                exported = str(scoring_file(model, path, tuple(model.input_shape[1:]), runtime, int8))
             except Exception as exc:  # noqa: BLE001 - "auto" falls back to Keras, loudly
                 if runtime != "auto":
                     raise

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.fileio import atomic_path, atomic_write_json, read_json
+from utils.spectrogram import model_input
 
 log = logging.getLogger("bioacoustics")
 
@@ -85,14 +86,18 @@ def export_litert(model, model_path: str | Path, input_shape: tuple[int, ...]) -
     return target
 
 
-def scoring_file(model, model_path: str | Path, input_shape: tuple[int, ...], runtime: str = "auto"
-                 ) -> Path:
+def scoring_file(model, model_path: str | Path, input_shape: tuple[int, ...], runtime: str = "auto",
+                 int8: bool = True) -> Path:
     """The LiteRT file to score ``model_path`` with: its float export, or its int8 export for
-    ``runtime`` "litert-int8", and for "auto" where the int8 export keeps the top class and is
-    faster here (measured once; the verdict is kept beside the exports)."""
+    ``runtime`` "litert-int8", and for "auto" (unless ``int8`` is False) where the int8 export
+    keeps the top class and is faster here (measured once; the verdict is kept beside the exports)."""
     exported = export_litert(model, model_path, input_shape)
-    if runtime == "litert":
+    if runtime == "litert" or (runtime == "auto" and not int8):
         return exported
+    quantized = int8_path(exported)
+    verdict_file = quantized.with_suffix(".json")
+    if runtime == "auto" and verdict_file.exists():  # before reading the chunks: the common case
+        return quantized if read_json(verdict_file)["use"] else exported
     from utils.model_io import read_calibration
 
     calibration = read_calibration(model_path)
@@ -101,12 +106,9 @@ def scoring_file(model, model_path: str | Path, input_shape: tuple[int, ...], ru
             raise ValueError(f"{model_path} has no calibration chunks for an int8 export (saved before "
                              "they were kept, or not by train.py); set SCORING_RUNTIME = 'litert'")
         return exported
-    verdict_file = quantized_path(model_path).with_suffix(".json")
-    if runtime == "auto" and verdict_file.exists():
-        return quantized_path(model_path) if read_json(verdict_file)["use"] else exported
-    images = calibration[..., None].astype(np.float32) / 255.0
+    images = model_input(calibration)
     try:
-        quantized = export_int8(model, model_path, images)
+        export_int8(model, model_path, quantized, images)
     except Exception as exc:  # noqa: BLE001 - a converter error too: auto keeps the float export
         if runtime == "litert-int8":
             raise
@@ -123,17 +125,17 @@ def scoring_file(model, model_path: str | Path, input_shape: tuple[int, ...], ru
     return quantized if use else exported
 
 
-def quantized_path(model_path: str | Path) -> Path:
-    exported = exported_path(model_path)
+def int8_path(exported: Path) -> Path:
+    """The int8 export beside the float one (same folder, same content hash)."""
     return exported.with_name(exported.name.replace(".tflite", ".int8.tflite"))
 
 
-def export_int8(model, model_path: str | Path, images: np.ndarray) -> Path:
-    """The model with int8 weights and activations (ranges set on ``images``, float in and out),
-    exported once; it must give the Keras model's top class on INT8_AGREEMENT of ``images``."""
-    target = quantized_path(model_path)
+def export_int8(model, model_path: str | Path, target: Path, images: np.ndarray) -> None:
+    """Write the model with int8 weights and activations (ranges set on ``images``, float in and
+    out) to ``target`` once; it must give the Keras model's top class on INT8_AGREEMENT of
+    ``images``."""
     if target.exists():
-        return target
+        return
     import tensorflow as tf
 
     with atomic_path(target) as tmp:  # Keras passes the options on to TensorFlow's converter
@@ -147,7 +149,6 @@ def export_int8(model, model_path: str | Path, images: np.ndarray) -> Path:
                              f"of its calibration chunks (needed: {INT8_AGREEMENT:.0%})")
     log.info("exported %s to LiteRT int8 (%s); top class kept on %.0f%% of its calibration chunks",
              model_path, target.name, 100 * same)
-    return target
 
 
 def top_class_agreement(reference: np.ndarray, scores: np.ndarray) -> float:

@@ -433,3 +433,8 @@ def chunk_images(chunks: np.ndarray, params: SpecParams, fft: str | None = None)
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
+
+
+def model_input(images: np.ndarray) -> np.ndarray:
+    """uint8 chunk images (n, height, width), as stored, -> the model's float input (n, height, width, 1)."""
+    return images[..., None].astype(np.float32) / 255.0

@@ -28,7 +28,7 @@ from utils.model_io import save_model
 from utils.models import ModelOptions, build_model
 from utils.pooling import Pooling
 from utils.schedules import EpochSchedule, check_schedule, make_optimizer
-from utils.spectrogram import SpecParams, row_frequencies
+from utils.spectrogram import SpecParams, row_frequencies, to_uint8
 from utils.store import Store
 from utils.transfer import blend_targets, start_from, teacher_scores
 
@@ -191,7 +191,7 @@ def calibration_chunks(store: Store, train: ChunkSet, seed: int, n: int = CALIBR
     right recordings). Its own generator, so that training draws the same numbers as without."""
     rng = np.random.default_rng([seed, CALIBRATION_CHUNKS])
     pick = np.sort(rng.choice(len(train), size=min(n, len(train)), replace=False))
-    return np.round(store.images(train.shards[pick], train.rows[pick]) * 255).astype(np.uint8)
+    return to_uint8(store.images(train.shards[pick], train.rows[pick]))
 
 
 def precision_policy(mixed_precision: str) -> str:
