@@ -129,7 +129,9 @@ WEIGHT_EMA = 0.0                             # momentum of a moving average of t
 LOSS: Literal["crossentropy", "focal"] = "crossentropy"  # focal down-weights easy chunks
 LABEL_SMOOTHING = 0.0                        # share of target mass spread over the other classes
 FOCAL_GAMMA = 2.0                            # focusing parameter of the focal loss
-CLASS_BALANCE: Literal["none", "weights", "sampling"] = "none"  # for uneven classes
+CLASS_BALANCE: Literal["none", "weights", "sampling", "logit_adjustment"] = "none"  # for uneven classes:
+                                             # weights per chunk, sampling classes equally, or the loss
+                                             # adds the log training prior to the logits (Menon 2021)
 SNAPSHOT_EPOCHS = 5                          # save a snapshot every N epochs; 0 = never
 SELECT_METRIC: Literal["val_rec_mlrap", "val_rec_top1", "val_loss"] = "val_rec_mlrap"  # picks best.keras
 SELECT_FROM = 1.0                            # best.keras only from this share of EPOCHS on: 0 = any epoch,

@@ -19,7 +19,6 @@ what differs (choose another RUN_NAME, or pass --overwrite to retrain it in its 
 """
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -35,6 +34,7 @@ from utils import steps  # noqa: E402
 from utils.cli import overwrite_option, settings_from_cli, user_errors  # noqa: E402
 from utils.fileio import read_json  # noqa: E402
 from utils.log import setup_logging  # noqa: E402
+from utils.runtime import machine_name  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 0.80
@@ -121,8 +121,8 @@ def main(config_file, overrides, seeds, quick, overwrite):
     click.echo(f"validation top-1 mean {val_top1.mean():.4f} (what a choice between recipes should rest on)")
     summary = {"mean_top1": float(top1.mean()), "std_top1": float(top1.std()),
                "mean_val_top1": float(val_top1.mean()), "runs": rows,
-               "overrides": list(overrides), "machine": f"{platform.processor() or platform.machine()}, "
-               f"{os.cpu_count()} cores", "backend": os.environ.get("KERAS_BACKEND", "tensorflow")}
+               "overrides": list(overrides), "machine": machine_name(),
+               "backend": os.environ.get("KERAS_BACKEND", "tensorflow")}
     if len(runs) > 1:
         ensemble = {split: seed_ensemble(s, runs, split)["top1_accuracy"] for split in (s.TEST_SPLIT, "val")}
         summary.update(ensemble_top1=ensemble[s.TEST_SPLIT], ensemble_val_top1=ensemble["val"])

@@ -13,7 +13,7 @@ from utils.audio import write_audio
 from utils.inference import load_ensemble, score_files
 from utils.model_io import read_calibration
 from utils.runtime import (BATCH, LiteRTScorer, choose_runtime, exported_path, litert_possible,
-                           int8_path, top_class_agreement)
+                           int8_path, machine_name, top_class_agreement)
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None or
                                 os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
@@ -123,7 +123,7 @@ def test_auto_uses_the_int8_export_only_where_faster_and_keeps_its_verdict(model
     (member,), _ = load_ensemble([model_copy], runtime="auto")
     assert member.runtime_file == str(int8_path(exported_path(model_copy)))
     verdict = int8_path(exported_path(model_copy)).with_suffix(".json")
-    assert json.loads(verdict.read_text()) == {"use": True, "speedup": 2.0}
+    assert json.loads(verdict.read_text()) == {"use": True, "speedup": 2.0, "machine": machine_name()}
     images = read_calibration(model_copy)[..., None].astype(np.float32) / 255.0
     int8 = LiteRTScorer(member.runtime_file).predict_on_batch(images)
     assert top_class_agreement(np.asarray(member.model.predict_on_batch(images)), int8) >= 0.9
@@ -132,6 +132,14 @@ def test_auto_uses_the_int8_export_only_where_faster_and_keeps_its_verdict(model
     assert again.runtime_file == member.runtime_file
     (evaluated,), _ = load_ensemble([model_copy], runtime="auto", int8=False)  # test.py's scores
     assert evaluated.runtime_file == str(exported_path(model_copy))
+    # the model folder copied to a machine with another CPU: timed again there, not trusted
+    monkeypatch.setattr(utils.runtime, "machine_name", lambda: "another CPU, 64 cores")
+    monkeypatch.setattr(utils.runtime, "seconds_per_chunk",
+                        lambda path, images: 3.0 if str(path).endswith(".int8.tflite") else 2.0)
+    (elsewhere,), _ = load_ensemble([model_copy], runtime="auto")
+    assert elsewhere.runtime_file == str(exported_path(model_copy))
+    assert json.loads(verdict.read_text()) == {"use": False, "speedup": 0.67,
+                                               "machine": "another CPU, 64 cores"}
 
 
 def test_auto_keeps_the_float_export_where_int8_is_slower(model_copy, monkeypatch):

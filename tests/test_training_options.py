@@ -5,7 +5,7 @@ import pytest
 from tests.conftest import TINY, make_settings
 from utils import steps
 from utils.batches import ChunkBatches, batch_threads
-from utils.losses import make_loss
+from utils.losses import LogitAdjustedCrossentropy, class_log_prior, make_loss
 from utils.model_io import load_model
 from utils.models import build_model
 from utils.schedules import EpochSchedule, make_optimizer
@@ -71,6 +71,28 @@ def test_losses():
         make_loss("hinge", False)
 
 
+def test_logit_adjusted_loss_by_hand():
+    scores, truth = np.array([[0.7, 0.2, 0.1]]), np.array([[0.0, 1.0, 0.0]])
+    prior = np.array([0.5, 0.3, 0.2])
+    loss = make_loss("crossentropy", False, log_prior=np.log(prior))
+    # softmax(log scores + log prior) = scores x prior, normalised: 0.06 / (0.35 + 0.06 + 0.02)
+    assert float(loss(truth, scores)) == pytest.approx(-np.log(0.06 / 0.43), rel=1e-5)
+    uniform = make_loss("crossentropy", False, log_prior=np.log(np.full(3, 1 / 3)))
+    assert float(uniform(truth, scores)) == pytest.approx(-np.log(0.2), rel=1e-5)  # plain CE
+    # the frequent class must now beat the rare one by their prior ratio: a tie costs the rare class
+    tie = np.array([[0.5, 0.5]])
+    skewed = make_loss("crossentropy", False, log_prior=np.log([0.9, 0.1]))
+    assert float(skewed(np.array([[0.0, 1.0]]), tie)) == pytest.approx(-np.log(0.1), rel=1e-5)
+    again = LogitAdjustedCrossentropy.from_config(skewed.get_config())
+    assert float(again(np.array([[0.0, 1.0]]), tie)) == pytest.approx(-np.log(0.1), rel=1e-5)
+    assert class_log_prior(np.array([0, 0, 0, 1]), 2) == pytest.approx(np.log([0.75, 0.25]))
+    with pytest.raises(ValueError, match="every class"):
+        class_log_prior(np.array([0, 0]), 2)
+    for other in ({"name": "focal", "multi_label": False}, {"name": "crossentropy", "multi_label": True}):
+        with pytest.raises(ValueError, match="logit_adjustment"):
+            make_loss(**other, log_prior=np.log(prior))
+
+
 def test_l2_adds_kernel_penalties():
     assert not build_model("resnet", (16, 32, 1), 2, filters=[4]).losses
     for extra in ({}, {"squeeze_excitation": True}):  # every kernel: the SE gates' too
@@ -105,6 +127,7 @@ def test_class_balance_by_weights_and_by_sampling(tmp_path):
      "CEPSTRUM_FEATURES=True", "SQUEEZE_EXCITATION=True"],
     ["OPTIMIZER=adam", "LR_SCHEDULE=root", "MULTI_LABEL=True", "CLASS_BALANCE=sampling",
      "AUGMENTATION={'mixup': 0.4, 'crop': 0.1, 'noise': 0.5, 'same_class': 0.5}", "WARMUP_EPOCHS=0.5", "DROP_PATH=0.2"],
+    ["CLASS_BALANCE=logit_adjustment", "LABEL_SMOOTHING=0.1"],
 ])
 def test_training_runs_with_other_options(tmp_path, tiny_raw, options):
     s = make_settings(tmp_path, *TINY, f"RAW_DATA={tiny_raw}", "EPOCHS=2", *options)

@@ -46,6 +46,9 @@ class SameClassPartners:
         return self.order[np.where(skip, position + self.own_size[chunks], position)]
 
 
+SAMPLE_BALANCE = ("weights", "sampling")  # the balancing done by the batches (the loss does the rest)
+
+
 class ChunkBatches(keras.utils.PyDataset):
     """(images, targets) batches from selected store rows; reshuffled every epoch when training."""
 
@@ -63,8 +66,8 @@ class ChunkBatches(keras.utils.PyDataset):
         only, so the thread count never changes them. The "same_class" augmentation needs each
         chunk's class (``classes``) and ``recordings``."""
         super().__init__(**kwargs)
-        if balance not in ("none", "weights", "sampling"):
-            raise ValueError(f"CLASS_BALANCE must be none, weights or sampling, got {balance!r}")
+        if balance not in ("none", *SAMPLE_BALANCE):
+            raise ValueError(f"balance must be none, weights or sampling, got {balance!r}")
         self.balance = balance
         self.weights = self.draw_probability = None
         if balance != "none":

@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import platform
 import tempfile
 import time
 from pathlib import Path
@@ -59,6 +60,18 @@ def choose_runtime(runtime: str) -> str:
     return "keras" if reason else "litert"
 
 
+def machine_name() -> str:
+    """The CPU's model name and core count: what a speed measured here holds for."""
+    name = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            name = next((line.split(":", 1)[1].strip() for line in info
+                         if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name or platform.machine()}, {os.cpu_count()} cores"
+
+
 def exported_path(model_path: str | Path) -> Path:
     """Where a model's LiteRT export lives: beside it, named by the model file's content (in the
     temporary folder when the model's folder is read-only, as Kaggle's inputs are)."""
@@ -90,14 +103,17 @@ def scoring_file(model, model_path: str | Path, input_shape: tuple[int, ...], ru
                  int8: bool = True) -> Path:
     """The LiteRT file to score ``model_path`` with: its float export, or its int8 export for
     ``runtime`` "litert-int8", and for "auto" (unless ``int8`` is False) where the int8 export
-    keeps the top class and is faster here (measured once; the verdict is kept beside the exports)."""
+    keeps the top class and is faster here (measured once per machine; the verdict is kept beside the
+    exports, and measured again on a machine with another CPU)."""
     exported = export_litert(model, model_path, input_shape)
     if runtime == "litert" or (runtime == "auto" and not int8):
         return exported
     quantized = int8_path(exported)
     verdict_file = quantized.with_suffix(".json")
     if runtime == "auto" and verdict_file.exists():  # before reading the chunks: the common case
-        return quantized if read_json(verdict_file)["use"] else exported
+        verdict = read_json(verdict_file)
+        if "reason" in verdict or verdict.get("machine") == machine_name():  # a failed export fails anywhere
+            return quantized if verdict["use"] else exported
     from utils.model_io import read_calibration
 
     calibration = read_calibration(model_path)
@@ -119,7 +135,7 @@ def scoring_file(model, model_path: str | Path, input_shape: tuple[int, ...], ru
         return quantized
     speedup = seconds_per_chunk(exported, images) / seconds_per_chunk(quantized, images)
     use = speedup >= INT8_SPEEDUP
-    atomic_write_json(verdict_file, {"use": use, "speedup": round(speedup, 2)})
+    atomic_write_json(verdict_file, {"use": use, "speedup": round(speedup, 2), "machine": machine_name()})
     log.info("%s: int8 export %.2fx the float export's speed here, %s", model_path, speedup,
              "used" if use else "not used")
     return quantized if use else exported

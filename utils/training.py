@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 
 from utils.augment import Augmenter
-from utils.batches import ChunkBatches, batch_threads
+from utils.batches import SAMPLE_BALANCE, ChunkBatches, batch_threads
 from utils.callbacks import (CurvesPlot, LearningRateLog, ModelSaver, RandomStateBackup,
                              RecordingValidation, StopOnNonFiniteLoss, completed_epochs,
                              first_non_finite_epoch, truncate_log)
 from utils.fileio import atomic_write_json, read_json
-from utils.losses import make_loss
+from utils.losses import class_log_prior, make_loss
 from utils.metrics import target_matrix
 from utils.model_io import save_model
 from utils.models import ModelOptions, build_model
@@ -215,7 +215,8 @@ def training_batches(store: Store, train: ChunkSet, classes: np.ndarray, index: 
     return ChunkBatches(store, train.shards, train.rows, train.targets, options.batch_size,
                         shuffle=True, seed=options.seed, augmenter=augmenter,
                         noise=(noise["shard"].to_numpy(), noise["row"].to_numpy()),
-                        balance=options.class_balance, classes=classes, epoch=epoch,
+                        balance=options.class_balance if options.class_balance in SAMPLE_BALANCE
+                        else "none", classes=classes, epoch=epoch,
                         prefetch=batch_threads(options.batch_threads), recordings=train.recordings)
 
 
@@ -275,12 +276,14 @@ def _train(store: Store, background: Mapping[str, list[str]], run_dir: str | Pat
     resumed_at = prepare_resume(backup, run_dir / "train_log.csv", {**meta, "store": str(store.root)})
     primary = np.asarray([classes.index(label[0]) for label in train.labels])
     train_batches = training_batches(store, train, primary, index, options, epoch=resumed_at)
+    log_prior = (class_log_prior(primary, len(classes))
+                 if options.class_balance == "logit_adjustment" else None)
     schedule = EpochSchedule(options.lr_schedule, options.learning_rate, options.learning_rate_end,
                              options.epochs, len(train_batches), options.warmup_epochs)
     model.compile(optimizer=make_optimizer(options.optimizer, schedule, options.weight_decay,
                                            options.gradient_clip, options.weight_ema),
                   loss=make_loss(options.loss, options.multi_label, options.label_smoothing,
-                                 options.focal_gamma),
+                                 options.focal_gamma, log_prior),
                   metrics=["binary_accuracy" if options.multi_label else "categorical_accuracy"])
 
     monitor = options.select_metric if len(val) else "loss"
