@@ -91,6 +91,13 @@ def test_logit_adjusted_loss_by_hand():
     for other in ({"name": "focal", "multi_label": False}, {"name": "crossentropy", "multi_label": True}):
         with pytest.raises(ValueError, match="logit_adjustment"):
             make_loss(**other, log_prior=np.log(prior))
+    from utils.models import ModelOptions
+    from utils.training import TrainOptions
+
+    with pytest.raises(ValueError, match="logit_adjustment"):  # told before any data is read
+        TrainOptions(class_balance="logit_adjustment", loss="focal")
+    with pytest.raises(ValueError, match="logit_adjustment"):
+        TrainOptions(class_balance="logit_adjustment", architecture=ModelOptions(multi_label=True))
 
 
 def test_l2_adds_kernel_penalties():

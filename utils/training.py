@@ -85,6 +85,9 @@ class TrainOptions:
             raise ValueError(f"SELECT_FROM must be in [0, 1], got {self.select_from}")
         if self.batch_threads < 0:
             raise ValueError(f"BATCH_THREADS must be 0 (automatic) or more, got {self.batch_threads}")
+        if self.class_balance == "logit_adjustment" and (self.loss != "crossentropy" or self.multi_label):
+            raise ValueError('CLASS_BALANCE = "logit_adjustment" needs LOSS = "crossentropy" and a '
+                             "softmax head (MULTI_LABEL = False)")
         if self.early_stopping and self.select_from == 1:
             raise ValueError("EARLY_STOPPING has nothing to stop when SELECT_FROM = 1 keeps the last "
                              "epoch; set SELECT_FROM below 1 (0 = any epoch may be best)")
