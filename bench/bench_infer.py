@@ -137,6 +137,7 @@ def run_suite(files: list[Path], workdir: Path, workers: int, runtime: str = "",
     from utils.inference import load_ensemble, warm_worker
     from utils.model_io import save_model
     from utils.models import build_model
+    from utils.runtime import runtime_name
     from utils.settings import load_settings
     from utils.spectrogram import SpecParams, to_uint8
     from utils.submission import SubmissionOptions, file_scores, write_submission
@@ -164,9 +165,7 @@ def run_suite(files: list[Path], workdir: Path, workers: int, runtime: str = "",
         write_submission(scored, classes, options, workdir / "detections.csv")
         elapsed = time.perf_counter() - started
     assert not skipped and len(scored) == len(files)
-    used = members[0].runtime_file
-    ran_on = "keras" if not used else "litert-int8" if used.endswith(".int8.tflite") else "litert"
-    return sum(float(f.ends[-1]) for f in scored) / elapsed, ran_on
+    return sum(float(f.ends[-1]) for f in scored) / elapsed, runtime_name(members[0].runtime_file)
 
 
 @click.command()

@@ -13,7 +13,8 @@ from utils.audio import write_audio
 from utils.inference import load_ensemble, score_files
 from utils.model_io import read_calibration
 from utils.runtime import (BATCH, LiteRTScorer, choose_runtime, exported_path, litert_possible,
-                           int8_path, machine_name, top_class_agreement)
+                           int8_path, machine_name, runtime_name, top_class_agreement)
+from utils.spectrogram import model_input
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None or
                                 os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
@@ -122,9 +123,10 @@ def test_auto_uses_the_int8_export_only_where_faster_and_keeps_its_verdict(model
                         lambda path, images: 1.0 if str(path).endswith(".int8.tflite") else 2.0)
     (member,), _ = load_ensemble([model_copy], runtime="auto")
     assert member.runtime_file == str(int8_path(exported_path(model_copy)))
+    assert runtime_name(member.runtime_file) == "litert-int8" and runtime_name("") == "keras"
     verdict = int8_path(exported_path(model_copy)).with_suffix(".json")
     assert json.loads(verdict.read_text()) == {"use": True, "speedup": 2.0, "machine": machine_name()}
-    images = read_calibration(model_copy)[..., None].astype(np.float32) / 255.0
+    images = model_input(read_calibration(model_copy))
     int8 = LiteRTScorer(member.runtime_file).predict_on_batch(images)
     assert top_class_agreement(np.asarray(member.model.predict_on_batch(images)), int8) >= 0.9
     monkeypatch.setattr(utils.runtime, "seconds_per_chunk", lambda *a: pytest.fail("timed again"))
@@ -132,6 +134,7 @@ def test_auto_uses_the_int8_export_only_where_faster_and_keeps_its_verdict(model
     assert again.runtime_file == member.runtime_file
     (evaluated,), _ = load_ensemble([model_copy], runtime="auto", int8=False)  # test.py's scores
     assert evaluated.runtime_file == str(exported_path(model_copy))
+    assert runtime_name(evaluated.runtime_file) == "litert"
     # the model folder copied to a machine with another CPU: timed again there, not trusted
     monkeypatch.setattr(utils.runtime, "machine_name", lambda: "another CPU, 64 cores")
     monkeypatch.setattr(utils.runtime, "seconds_per_chunk",

@@ -42,6 +42,13 @@ def class_log_prior(classes: np.ndarray, n_classes: int) -> np.ndarray:
     return np.log(counts / counts.sum())
 
 
+def check_logit_adjustment(name: str, multi_label: bool) -> None:
+    """Logit adjustment shifts softmax logits: it needs the plain softmax cross-entropy."""
+    if multi_label or name != "crossentropy":
+        raise ValueError('CLASS_BALANCE = "logit_adjustment" needs LOSS = "crossentropy" and a '
+                         "softmax head (MULTI_LABEL = False)")
+
+
 def make_loss(name: str, multi_label: bool, label_smoothing: float = 0.0, gamma: float = 2.0,
               log_prior: np.ndarray | None = None):
     """Categorical (softmax head) or binary (sigmoid head) cross-entropy, or their focal forms,
@@ -50,9 +57,7 @@ def make_loss(name: str, multi_label: bool, label_smoothing: float = 0.0, gamma:
     if not 0 <= label_smoothing < 1:
         raise ValueError("LABEL_SMOOTHING must be in [0, 1)")
     if log_prior is not None:
-        if multi_label or name != "crossentropy":
-            raise ValueError('CLASS_BALANCE = "logit_adjustment" needs LOSS = "crossentropy" and a '
-                             "softmax head (MULTI_LABEL = False)")
+        check_logit_adjustment(name, multi_label)
         return LogitAdjustedCrossentropy(log_prior, label_smoothing)
     if name == "crossentropy":
         kind = keras.losses.BinaryCrossentropy if multi_label else keras.losses.CategoricalCrossentropy

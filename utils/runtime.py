@@ -13,6 +13,7 @@ the default WIDTH=2 model int8 kernels are 2.2-2.3x faster, for WIDTH=1 they are
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -34,6 +35,7 @@ BATCH = 16             # chunks per interpreter call: the fastest on one core he
 TOLERANCE = 1e-4       # largest score difference to the Keras model accepted at export
 INT8_AGREEMENT = 0.9   # share of calibration chunks whose top class the int8 export must keep
 INT8_MARGIN = 0.02     # ... or pick a class that the float model scores at most this far below it
+INT8_SUFFIX = ".int8.tflite"
 INT8_SPEEDUP = 1.1     # auto uses the int8 export only when at least this much faster here
 
 
@@ -60,6 +62,7 @@ def choose_runtime(runtime: str) -> str:
     return "keras" if reason else "litert"
 
 
+@functools.cache
 def machine_name() -> str:
     """The CPU's model name and core count: what a speed measured here holds for."""
     name = platform.processor()
@@ -143,7 +146,12 @@ def scoring_file(model, model_path: str | Path, input_shape: tuple[int, ...], ru
 
 def int8_path(exported: Path) -> Path:
     """The int8 export beside the float one (same folder, same content hash)."""
-    return exported.with_name(exported.name.replace(".tflite", ".int8.tflite"))
+    return exported.with_name(exported.name.replace(".tflite", INT8_SUFFIX))
+
+
+def runtime_name(runtime_file: str) -> str:
+    """The runtime a model scores on, from its scoring file ("": Keras)."""
+    return "keras" if not runtime_file else "litert-int8" if runtime_file.endswith(INT8_SUFFIX) else "litert"
 
 
 def export_int8(model, model_path: str | Path, target: Path, images: np.ndarray) -> None:

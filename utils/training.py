@@ -22,7 +22,7 @@ from utils.callbacks import (CurvesPlot, LearningRateLog, ModelSaver, RandomStat
                              RecordingValidation, StopOnNonFiniteLoss, completed_epochs,
                              first_non_finite_epoch, truncate_log)
 from utils.fileio import atomic_write_json, read_json
-from utils.losses import class_log_prior, make_loss
+from utils.losses import check_logit_adjustment, class_log_prior, make_loss
 from utils.metrics import target_matrix
 from utils.model_io import save_model
 from utils.models import ModelOptions, build_model
@@ -85,9 +85,8 @@ class TrainOptions:
             raise ValueError(f"SELECT_FROM must be in [0, 1], got {self.select_from}")
         if self.batch_threads < 0:
             raise ValueError(f"BATCH_THREADS must be 0 (automatic) or more, got {self.batch_threads}")
-        if self.class_balance == "logit_adjustment" and (self.loss != "crossentropy" or self.multi_label):
-            raise ValueError('CLASS_BALANCE = "logit_adjustment" needs LOSS = "crossentropy" and a '
-                             "softmax head (MULTI_LABEL = False)")
+        if self.class_balance == "logit_adjustment":  # told before any data is read
+            check_logit_adjustment(self.loss, self.multi_label)
         if self.early_stopping and self.select_from == 1:
             raise ValueError("EARLY_STOPPING has nothing to stop when SELECT_FROM = 1 keeps the last "
                              "epoch; set SELECT_FROM below 1 (0 = any epoch may be best)")
