@@ -34,6 +34,7 @@ from utils import steps  # noqa: E402
 from utils.cli import overwrite_option, settings_from_cli, user_errors  # noqa: E402
 from utils.fileio import read_json  # noqa: E402
 from utils.log import setup_logging  # noqa: E402
+from utils.memory import keep_freed_memory  # noqa: E402
 from utils.runtime import machine_name  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +89,7 @@ def main(config_file, overrides, seeds, quick, overwrite):
         overrides = (*overrides, "EPOCHS=1", "MAX_CHUNKS_PER_CLASS=12", "RUN_NAME=bench-quick")
         seeds = seeds.split(",")[0]
     s = settings_from_cli(config_file, overrides)
+    keep_freed_memory()  # as train.py does
     if not Path(s.RAW_DATA).exists():
         click.echo(f"InsectSet32 not found at {s.RAW_DATA}; nothing to measure")
         click.echo(f"RESULT insectset32_top1 nan target {TARGET}")

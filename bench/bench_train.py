@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from utils.cli import settings_from_cli  # noqa: E402
 from utils.extract import Job, Selection, extract_to_store  # noqa: E402
+from utils.memory import keep_freed_memory  # noqa: E402
 from utils.models import build_model  # noqa: E402
 from utils.spectrogram import SpecParams  # noqa: E402
 from utils.synth import make_dataset  # noqa: E402
@@ -133,6 +134,7 @@ def busy_text(percent: float | None) -> str:
               help="Override one setting (MODEL, MIXED_PRECISION, BATCH_SIZE, AUGMENTATION...).")
 def main(quick, steps, config_file, overrides):
     settings = settings_from_cli(config_file, overrides)
+    keep_freed_memory()  # as train.py does
     store = build_store(Path(tempfile.mkdtemp()), settings)
     index = store.index[~store.index["noise"]]  # every recording is a training one here
     labels = sorted(index["label"].unique())

@@ -10,10 +10,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from utils import steps  # noqa: E402
 from utils.cli import DEFAULTS_FILE  # noqa: E402
+from utils.memory import keep_freed_memory  # noqa: E402
 from utils.settings import load_settings  # noqa: E402
 from utils.synth import make_dataset  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+keep_freed_memory()  # as every script does at its edge (utils.cli): tests run as they do
 
 # Small, fast settings for pipeline tests: tiny images and model, few epochs.
 TINY = [

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from utils.log import setup_logging
+from utils.memory import keep_freed_memory
 from utils.settings import ConfigError, Settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +45,8 @@ def step_command(log_file=None):
     """Make ``func(settings, **options)`` a click command with --config/--set.
 
     The settings are read once here, logging is set up (``log_file``: a name inside the run
-    folder, or a function of the settings giving a path), and expected failures end in one line
-    instead of a traceback.
+    folder, or a function of the settings giving a path), malloc keeps freed memory
+    (utils.memory), and expected failures end in one line instead of a traceback.
     """
     def decorate(func):
         @functools.wraps(func)
@@ -56,6 +57,7 @@ def step_command(log_file=None):
             else:
                 log_path = Path(s["RUNS_DIR"]) / s["RUN_NAME"] / log_file if log_file else None
             setup_logging(s["LOG_LEVEL"], log_path)
+            keep_freed_memory()
             return func(s, **options)
         return click.command(help=func.__doc__)(settings_options(user_errors()(run)))
     return decorate
