@@ -45,7 +45,7 @@ def step_command(log_file=None):
     """Make ``func(settings, **options)`` a click command with --config/--set.
 
     The settings are read once here, logging is set up (``log_file``: a name inside the run
-    folder, or a function of the settings giving a path), malloc keeps freed memory
+    folder, or a function of the settings giving a path), memory freed is kept for reuse
     (utils.memory), and expected failures end in one line instead of a traceback.
     """
     def decorate(func):

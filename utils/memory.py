@@ -3,7 +3,7 @@
 glibc's malloc serves every block above 32 MB (and, at first, above 128 kB) with its own mmap
 and unmaps it on free, so a training step that allocates and frees the same large activation
 tensors every time makes the kernel zero and map every page of them again, a page fault per 4 kB.
-On a virtual machine whose page faults are dear that was a third of the CPU time and 40 % of a
+On a virtual machine whose page faults are dear that was a third of the CPU time and of a
 training epoch's time (BENCHMARKS.md, "Training input pipeline"). Two remedies, each measured:
 malloc with mmap and trimming off, so freed blocks are reused from the heap (batch building, numpy),
 and TensorFlow's own best-fit allocator for its CPU tensors, which keeps and reuses its regions
