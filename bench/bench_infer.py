@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.audio import load_audio, write_audio  # noqa: E402
+from utils.memory import keep_freed_memory  # noqa: E402
 from utils.synth import synth_recording  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "insectset32" / "audio"
@@ -174,6 +175,7 @@ def run_suite(files: list[Path], workdir: Path, workers: int, runtime: str = "",
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="A setting of (b) other than config.py's, e.g. WIDTH=2.")
 def main(quick, workers, overrides):
+    keep_freed_memory()  # as the submission step does
     n_files, seconds = (2, 60.0) if quick else (6, 120.0)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
