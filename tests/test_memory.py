@@ -17,13 +17,19 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = 64 << 20  # above glibc's largest dynamic mmap threshold (32 MB): always mapped by default
 
-# Allocate, touch and free a block twice; print the page faults of the second time.
-FAULTS_OF_A_REUSED_BLOCK = f"""
-import ctypes, resource, sys
+# Run as `python -c CODE keep|default`: with "keep", keep_freed_memory() first, and what it
+# changed is in `changed`.
+PRELUDE = f"""
+import sys
 sys.path.insert(0, {str(REPO)!r})
 from utils.memory import keep_freed_memory
-if sys.argv[1] == "keep":
-    assert "malloc" in keep_freed_memory()
+changed = keep_freed_memory() if sys.argv[1] == "keep" else []
+"""
+
+# Allocate, touch and free a block twice; print the page faults of the second time.
+FAULTS_OF_A_REUSED_BLOCK = PRELUDE + f"""
+import ctypes, resource
+assert sys.argv[1] == "default" or "malloc" in changed
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -43,12 +49,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 # Whether TensorFlow's CPU allocator is its best-fit one, the one that keeps statistics.
-TENSORFLOW_ALLOCATOR = f"""
-import sys
-sys.path.insert(0, {str(REPO)!r})
-from utils.memory import keep_freed_memory
-if sys.argv[1] == "keep":
-    assert "tensorflow" in keep_freed_memory()
+TENSORFLOW_ALLOCATOR = PRELUDE + """
+assert "tensorflow" in changed
 import tensorflow as tf
 tf.ones((256, 256))
 try:
