@@ -18,11 +18,13 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 keep_freed_memory()  # as every script does at its edge (utils.cli): tests run as they do
 
-# Small, fast settings for pipeline tests: tiny images and model, few epochs.
+# Small, fast settings for pipeline tests: tiny images and model, few epochs, and scoring by Keras
+# itself: a LiteRT export costs 2-3 s a model, and test_runtime and the five-step pipeline test
+# (SCORING_RUNTIME "auto", the default) test that path.
 TINY = [
     "SAMPLE_RATE=16000", "FMIN=200.0", "FMAX=7800.0", "IMAGE_HEIGHT=32", "IMAGE_WIDTH=64",
     "N_FFT=512", "FILTERS=[8, 16]", "WIDTH=1", "EPOCHS=3", "BATCH_SIZE=16", "SPEC_WORKERS=1",
-    "SNAPSHOT_EPOCHS=2", "EARLY_STOPPING=0",
+    "SNAPSHOT_EPOCHS=2", "EARLY_STOPPING=0", "SCORING_RUNTIME=keras",
 ]
 
 

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from tests.conftest import SHARED_DATA, TINY, make_settings
 from utils import steps
 from utils.model_io import read_model_meta
+from utils.runtime import choose_runtime, exported_path
 from utils.store import Store
 from utils.formats import check_topn_csv
 
@@ -28,7 +29,7 @@ def script(name):
 
 def test_steps_one_to_five_on_synthetic_calls(tmp_path, tiny_raw):
     s = make_settings(tmp_path, *TINY, f"RAW_DATA={tiny_raw}", "EPOCHS=30", "LEARNING_RATE=0.003",
-                      f"SUBMISSION_AUDIO={tiny_raw.parent / 'unlabelled'}")
+                      f"SUBMISSION_AUDIO={tiny_raw.parent / 'unlabelled'}", "SCORING_RUNTIME=auto")
     sorted_ = steps.sort_step(s)
     assert sorted_["sorted"] == 18 and sorted_["splits"] == {"train": 15, "val": 3}
 
@@ -47,11 +48,16 @@ def test_steps_one_to_five_on_synthetic_calls(tmp_path, tiny_raw):
     assert len(train_log) == trained["epochs"] == 30
     assert meta["epoch"] == trained["best_epoch"] == 30  # by default best.keras is the last epoch
     assert train_log["learning_rate"].iloc[-1] < train_log["learning_rate"].iloc[1]  # cosine decay
-    assert (run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curves = run / "training_curves.png"
+    assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # drawn when training ended, after the log's last row, though 30 epochs take under 30 s here
+    assert curves.stat().st_mtime_ns >= (run / "train_log.csv").stat().st_mtime_ns
     assert json.loads((run / "config.json").read_text())["settings"]["EPOCHS"] == 30
 
     # the model's own spectrogram settings are used even when the config now says otherwise
     summary = steps.test_step(s.replace(IMAGE_HEIGHT=64, FMAX=6000.0))
+    if choose_runtime("auto") == "litert":  # the default scores through the model's LiteRT export
+        assert exported_path(run / "best.keras").exists()
     assert summary["recordings"] == summary["scored"] == 3 and summary["errors"] == 0
     assert summary["mlrap"] > 0.6  # three distinct call types: well above chance (about 0.6 at random)
     table = pd.read_csv(run / "test-val" / "per_recording.csv")

@@ -333,3 +333,25 @@ def test_a_finished_run_of_other_settings_is_kept_unless_overwrite(trained, tmp_
     again = train()
     assert again.exit_code == 0, again.output
     assert not report.exists() and folds.exists() and (run / "train_summary.json").exists()
+
+
+def test_training_curves_are_drawn_at_most_once_per_interval_and_after_the_last_epoch(tmp_path,
+                                                                                       monkeypatch):
+    from utils import plots
+    from utils.callbacks import CurvesPlot
+
+    now = [0.0]
+    drawn_at = []
+    monkeypatch.setattr(plots, "plot_training_curves", lambda csv, png, title: drawn_at.append(now[0]))
+    curves = CurvesPlot(tmp_path / "train_log.csv", tmp_path / "curves.png", every_seconds=30,
+                        clock=lambda: now[0])
+    for epoch, second in enumerate([5, 20, 34, 50, 70]):
+        now[0] = second
+        curves.on_epoch_end(epoch)
+    assert drawn_at == [5, 50]  # the first epoch, then the first one 30 s or more after a drawing
+    now[0] = 71
+    curves.on_train_end()
+    assert drawn_at == [5, 50, 71]  # the epoch of 70 s was not drawn yet: it is when training ends
+    now[0] = 72
+    curves.on_train_end()
+    assert drawn_at == [5, 50, 71]  # nothing left to draw

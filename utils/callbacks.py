@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import time
 from pathlib import Path
 
 import keras
@@ -174,13 +175,31 @@ class LearningRateLog(keras.callbacks.Callback):
 
 
 class CurvesPlot(keras.callbacks.Callback):
-    """Redraw training_curves.png after every epoch, so even an interrupted run has one."""
+    """Redraw training_curves.png after an epoch, at most once per ``every_seconds``, and at the end.
 
-    def __init__(self, csv_log: Path, png: Path, title: str = ""):
+    A drawing takes about half a second, so drawing after every epoch of a short run (the demo's,
+    the tests') cost more than its epochs. Epochs longer than ``every_seconds`` are drawn every
+    time, and an interrupted run's curves miss at most its last ``every_seconds``."""
+
+    def __init__(self, csv_log: Path, png: Path, title: str = "", every_seconds: float = 30.0,
+                 clock=time.monotonic):
         super().__init__()
         self.csv_log, self.png, self.title = Path(csv_log), Path(png), title
+        self.every_seconds, self.clock = every_seconds, clock
+        self.drawn_at: float | None = None
+        self.pending = False
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
+        self.pending = True
+        if self.drawn_at is None or self.clock() - self.drawn_at >= self.every_seconds:
+            self._draw()
+
+    def on_train_end(self, logs=None) -> None:
+        if self.pending:
+            self._draw()
+
+    def _draw(self) -> None:
         from utils.plots import plot_training_curves
 
         plot_training_curves(self.csv_log, self.png, self.title)
+        self.drawn_at, self.pending = self.clock(), False
