@@ -177,9 +177,9 @@ class LearningRateLog(keras.callbacks.Callback):
 class CurvesPlot(keras.callbacks.Callback):
     """Redraw training_curves.png after an epoch, at most once per ``every_seconds``, and at the end.
 
-    A drawing takes about half a second, so drawing after every epoch of a short run (the demo's,
-    the tests') cost more than its epochs. Epochs longer than ``every_seconds`` are drawn every
-    time, and an interrupted run's curves miss at most its last ``every_seconds``."""
+    A drawing takes about half a second, as long as one or two epochs of the tests' tiny runs,
+    which it used to dominate. Epochs longer than ``every_seconds`` are still drawn every time, and
+    an interrupted run's curves miss at most its last ``every_seconds``."""
 
     def __init__(self, csv_log: Path, png: Path, title: str = "", every_seconds: float = 30.0,
                  clock=time.monotonic):
