@@ -186,12 +186,11 @@ class CurvesPlot(keras.callbacks.Callback):
         super().__init__()
         self.csv_log, self.png, self.title = Path(csv_log), Path(png), title
         self.every_seconds, self.clock = every_seconds, clock
-        self.drawn_at: float | None = None
-        self.pending = False
+        self.drawn_at, self.pending = float("-inf"), False  # never drawn: the first epoch is
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         self.pending = True
-        if self.drawn_at is None or self.clock() - self.drawn_at >= self.every_seconds:
+        if self.clock() - self.drawn_at >= self.every_seconds:
             self._draw()
 
     def on_train_end(self, logs=None) -> None:
