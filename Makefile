@@ -28,9 +28,12 @@ demo: $(STAMP)
 	@echo "Demo done. Validation result (runs/demo/test-val/):"
 	@cat runs/demo/test-val/summary.txt
 
+# Tests run on every core (at most 4: each worker holds a Keras backend in memory). The JAX run
+# repeats the Keras tests, less the cases that only vary what no backend touches.
+XDIST := -n auto --maxprocesses 4
 test: $(STAMP)
-	$(PY) -m pytest
-	KERAS_BACKEND=jax $(PY) -m pytest -m backend -k "not insectset32"
+	$(PY) -m pytest $(XDIST)
+	KERAS_BACKEND=jax $(PY) -m pytest $(XDIST) -m "backend and not one_backend" -k "not insectset32"
 
 clean-demo:
 	rm -rf data/demo runs/demo

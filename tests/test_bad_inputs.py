@@ -113,6 +113,12 @@ def test_odd_file_is_used_or_skipped_with_its_reason(tmp_path, case):
 # at test time and in submissions a short file is padded, not skipped; the rest as in spec.py
 SCORING = {case: (name, make, "used" if expected == "shorter than MIN_CHUNK_LENGTH" else expected)
            for case, (name, make, expected) in CASES.items()}
+# Decoding is the same on every Keras backend; what reaches the model differs from a good file's
+# chunks only in these cases (padded, partial, sanitised or all-zero audio), so only these repeat
+# on JAX.
+MODEL_SEES_A_DIFFERENCE = {"shorter_than_a_chunk", "384_khz", "nan_inf", "silent"}
+SCORING_CASES = [case if case in MODEL_SEES_A_DIFFERENCE else pytest.param(case, marks=pytest.mark.one_backend)
+                 for case in sorted(SCORING)]
 
 
 def odd_folder(folder, case, rate):
@@ -127,7 +133,7 @@ def odd_folder(folder, case, rate):
 
 
 @pytest.mark.backend
-@pytest.mark.parametrize("case", sorted(SCORING))
+@pytest.mark.parametrize("case", SCORING_CASES)
 def test_odd_file_in_the_test_split_is_scored_or_skipped_with_its_reason(trained, tmp_path, case):
     odd, good = odd_folder(tmp_path / "audio", case, trained.SAMPLE_RATE)
     label = read_model_meta(steps.run_dir(trained) / "best.keras")["classes"][0]
@@ -147,7 +153,7 @@ def test_odd_file_in_the_test_split_is_scored_or_skipped_with_its_reason(trained
 
 
 @pytest.mark.backend
-@pytest.mark.parametrize("case", sorted(SCORING))
+@pytest.mark.parametrize("case", SCORING_CASES)
 def test_odd_file_in_a_submission_is_scored_or_skipped_with_its_reason(trained, tmp_path, case):
     odd, good = odd_folder(tmp_path / "audio", case, trained.SAMPLE_RATE)
     out = tmp_path / "detections.csv"
