@@ -110,3 +110,35 @@ def test_scoring_memory_stays_bounded_by_the_segment(two_hours):
     assert results[0].scores.shape == (7200, 4) and not results[0].error
     assert np.array_equal(results[0].starts, np.arange(7200.0))
     assert peak < DECODED_BYTES / 20, f"peak {peak / 1e6:.1f} MB scoring a 2-hour file in 60-s segments"
+
+
+class BatchRecorder(MeanScorer):
+    def __init__(self):
+        self.lengths = []
+
+    def predict_on_batch(self, images):
+        self.lengths.append(len(images))
+        return super().predict_on_batch(images)
+
+
+def test_batches_are_full_but_the_last_and_each_file_keeps_its_own_scores(tmp_path):
+    """Each file's leftover chunks wait for the next files' instead of making a short batch: JAX
+    compiles the model again for each new batch length."""
+    rng = np.random.default_rng(7)
+    paths = []
+    for k, seconds in enumerate([3.2, 7.9, 1.1, 12.5, 5.0, 2.3]):
+        paths.append(tmp_path / f"file{k}.wav")
+        write_audio(paths[-1], 0.1 * rng.normal(size=int(seconds * 8000)), 8000)
+    paths.insert(3, tmp_path / "broken.wav")
+    paths[3].write_bytes(b"RIFF0000WAVEnot audio")
+    model = BatchRecorder()
+    results = list(score_files(model, SMALL, paths, batch_size=4, segment_seconds=4.0))
+    assert [r.path for r in results] == [str(p) for p in paths]  # in order, the error included
+    assert results[3].scores is None and results[3].error
+    scored = [r for r in results if r.scores is not None]
+    assert sum(model.lengths) == sum(len(r.scores) for r in scored) > 8
+    assert all(n == 4 for n in model.lengths[:-1]) and 0 < model.lengths[-1] <= 4
+    for result in scored:  # the files whose chunks shared batches and segments, each alone
+        alone = next(score_files(MeanScorer(), SMALL, [result.path]))
+        assert np.array_equal(result.starts, alone.starts)
+        assert np.allclose(result.scores, alone.scores, atol=1e-6)

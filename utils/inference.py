@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -121,34 +122,50 @@ def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_si
 
 def _batched(model, batch_size: int, images_per_piece: Iterable) -> Iterator[tuple]:
     """(piece, starts, scores or None, error) in piece order, the model called on batches of
-    ``batch_size`` chunks that span pieces (and files)."""
-    pending: list[tuple[Piece, np.ndarray, np.ndarray]] = []
+    ``batch_size`` chunks that span pieces (and files).
 
-    def flush() -> Iterator[tuple]:
-        if not pending:
-            return
-        images = model_input(np.concatenate([p[1] for p in pending]))
-        scores = np.concatenate([np.asarray(model.predict_on_batch(images[i:i + batch_size]))
-                                 for i in range(0, len(images), batch_size)])
-        offset = 0
-        for piece, imgs, starts in pending:
-            yield piece, starts, scores[offset:offset + len(imgs)], ""
-            offset += len(imgs)
-        pending.clear()
+    Chunks left over from one batch wait for the next pieces, so only the last batch is shorter:
+    JAX compiles the model again for each new batch length (a second or more on a CPU).
+    """
+    queue: deque[tuple] = deque()  # (piece, starts, chunk count or None, error), not yet yielded
+    unscored: list[np.ndarray] = []  # uint8 chunks of queued pieces, in order
+    scored: list[np.ndarray] = []  # scores of queued pieces, in order
+    n_unscored = n_scored = 0
 
-    waiting = 0  # chunks in pending
+    def score(n: int) -> None:
+        """Score the first n unscored chunks: whole batches, or all that is left at the end."""
+        nonlocal unscored, n_unscored, n_scored
+        chunks = np.concatenate(unscored)
+        scored.extend(np.asarray(model.predict_on_batch(model_input(chunks[i:min(i + batch_size, n)])))
+                      for i in range(0, n, batch_size))
+        unscored = [chunks[n:]]
+        n_unscored -= n
+        n_scored += n
+
+    def ready() -> Iterator[tuple]:
+        """The pieces at the head of the queue whose chunks are all scored."""
+        nonlocal scored, n_scored
+        while queue and (queue[0][2] is None or queue[0][2] <= n_scored):
+            piece, starts, count, error = queue.popleft()
+            if count is None:
+                yield piece, starts, None, error
+                continue
+            block = np.concatenate(scored) if scored else np.zeros((0, 0), np.float32)
+            scored = [block[count:]]
+            n_scored -= count
+            yield piece, starts, block[:count], ""
+
     for piece, images, starts, error in images_per_piece:
-        if images is None:
-            yield from flush()  # earlier pieces first, in order
-            waiting = 0
-            yield piece, starts, None, error
-            continue
-        pending.append((piece, images, starts))
-        waiting += len(images)
-        if waiting >= batch_size:
-            yield from flush()
-            waiting = 0
-    yield from flush()
+        queue.append((piece, starts, None if images is None else len(images), error))
+        if images is not None:
+            unscored.append(images)
+            n_unscored += len(images)
+        if n_unscored >= batch_size:
+            score(n_unscored - n_unscored % batch_size)
+        yield from ready()
+    if n_unscored:
+        score(n_unscored)
+    yield from ready()
 
 
 def _files_from_pieces(scored: Iterable[tuple]) -> Iterator[FileScores]:
