@@ -129,31 +129,28 @@ def _batched(model, batch_size: int, images_per_piece: Iterable) -> Iterator[tup
     """
     queue: deque[tuple] = deque()  # (piece, starts, chunk count or None, error), not yet yielded
     unscored: list[np.ndarray] = []  # uint8 chunks of queued pieces, in order
-    scored: list[np.ndarray] = []  # scores of queued pieces, in order
-    n_unscored = n_scored = 0
+    n_unscored = 0
+    scores = np.zeros((0, 0), np.float32)  # of queued pieces' scored chunks, in order
 
     def score(n: int) -> None:
         """Score the first n unscored chunks: whole batches, or all that is left at the end."""
-        nonlocal unscored, n_unscored, n_scored
+        nonlocal unscored, n_unscored, scores
         chunks = np.concatenate(unscored)
-        scored.extend(np.asarray(model.predict_on_batch(model_input(chunks[i:min(i + batch_size, n)])))
-                      for i in range(0, n, batch_size))
-        unscored = [chunks[n:]]
-        n_unscored -= n
-        n_scored += n
+        new = np.concatenate([np.asarray(model.predict_on_batch(model_input(chunks[i:i + batch_size])))
+                              for i in range(0, n, batch_size)])
+        scores = np.concatenate([scores, new]) if len(scores) else new
+        unscored, n_unscored = [chunks[n:]], n_unscored - n
 
     def ready() -> Iterator[tuple]:
         """The pieces at the head of the queue whose chunks are all scored."""
-        nonlocal scored, n_scored
-        while queue and (queue[0][2] is None or queue[0][2] <= n_scored):
+        nonlocal scores
+        while queue and (queue[0][2] is None or queue[0][2] <= len(scores)):
             piece, starts, count, error = queue.popleft()
             if count is None:
                 yield piece, starts, None, error
-                continue
-            block = np.concatenate(scored) if scored else np.zeros((0, 0), np.float32)
-            scored = [block[count:]]
-            n_scored -= count
-            yield piece, starts, block[:count], ""
+            else:
+                yield piece, starts, scores[:count], ""
+                scores = scores[count:]
 
     for piece, images, starts, error in images_per_piece:
         queue.append((piece, starts, None if images is None else len(images), error))
