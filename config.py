@@ -152,6 +152,8 @@ TEST_SPLIT: Literal["val", "test", "train"] = "val"  # dataset split that test.p
 TEST_MODELS: list[str] = []                  # model files, scores averaged (an ensemble); [] = the run's best.keras
 TEST_MODEL_WEIGHTS: list[float] = []         # one weight per TEST_MODELS entry; [] = equal weights
 TEST_TIME_SHIFTS: list[float] = []           # test-time augmentation: also score the chunk grid shifted by these seconds
+TEST_TIME_ROLLS: list[float] = []            # test-time augmentation: also score every image rolled along frequency by
+                                             # these shares of its height (wrapping round, as roll_v in training)
 POOLING: Literal["median_filtered", "mean", "max", "top_k_mean", "mean_exp", "log_mean"] = "median_filtered"
                                              # chunk -> recording scores; utils/pooling.py says what each does
 POOLING_TOP_K = 3                            # top_k_mean: chunks averaged per class

@@ -1,4 +1,4 @@
-"""Step 4: ensembles, test-time shifts, unknown labels, report files and plots, --compare,
+"""Step 4: ensembles, test-time shifts and rolls, unknown labels, report files and plots, --compare,
 cross-validation and the experiments table, on a tiny trained model."""
 import json
 import shutil
@@ -15,7 +15,9 @@ from utils import steps
 from utils.dataset import Recording, load_recordings
 from utils.experiments import append_experiment, fold_splits
 from utils.extract import file_images
-from utils.spectrogram import SpecParams
+from utils.inference import TestTimeAugmentation as TTA  # not "Test*": pytest would collect it
+from utils.inference import score_files
+from utils.spectrogram import SpecParams, model_input, to_uint8
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -93,6 +95,35 @@ def test_time_shifts_add_the_shifted_chunk_grid(trained, tmp_path):
     chunks = [pd.read_csv(tmp_path / n / "per_recording.csv")["chunks"] for n in ("tta", "plain")]
     assert (chunks[0] > chunks[1]).all() and with_tta["time_shifts"] == [0.25, 0.5]
     assert without["time_shifts"] == []
+
+
+class RowBlocks:
+    """Stands in for a model: each image's mean over four blocks of rows, so a roll changes it."""
+
+    def predict_on_batch(self, images):
+        return images[..., 0].reshape(len(images), 4, -1).mean(axis=2)
+
+
+def test_frequency_rolls_score_every_image_rolled_too(trained, tmp_path):
+    path = load_recordings(trained.DATASET_DIR, "val")[0].path(trained.DATASET_DIR)
+    params = SpecParams.from_settings(trained)
+    plain, starts = file_images(path, params, pad_short=True)
+    rows = round(0.1 * params.height)
+    tta = TTA(rolls=(0.1, -0.1, 0.1 + 0.1 / params.height, 0.1 / params.height))
+    result = next(score_files(RowBlocks(), params, [path], tta=tta))
+    # the plain images, then each distinct whole-row roll once (a roll of 0 rows adds nothing)
+    expected = [RowBlocks().predict_on_batch(model_input(np.roll(to_uint8(plain), r, axis=1)))
+                for r in (0, rows, -rows)]
+    assert np.allclose(result.scores, np.concatenate(expected))
+    assert np.array_equal(result.starts, np.tile(starts, 3))
+    assert not np.allclose(expected[0], expected[1])
+
+    summary = steps.test_step(trained.replace(TEST_TIME_ROLLS=[-0.1, 0.1]), out=tmp_path / "rolled")
+    table = pd.read_csv(tmp_path / "rolled" / "per_recording.csv").set_index("recording")
+    assert table.loc[load_recordings(trained.DATASET_DIR, "val")[0].id, "chunks"] == 3 * len(plain)
+    assert summary["frequency_rolls"] == [-0.1, 0.1] and summary["time_shifts"] == []
+    with pytest.raises(ValueError, match="TEST_TIME_ROLLS are shares of the image height"):
+        steps.test_step(trained.replace(TEST_TIME_ROLLS=[1.0]))
 
 
 def test_unknown_labels_are_counted_and_left_out(trained, tmp_path):

@@ -68,6 +68,18 @@ def test_monophone_formats_and_per_file_formats(trained, soundscape, tmp_path):
     assert fm.check_audacity_labels(labels, classes) == [] and len(labels.splitlines()) == 5 * len(classes)
 
 
+def test_frequency_rolls_reach_submissions(trained, soundscape, tmp_path):
+    def scores(**more):
+        run(trained, soundscape, tmp_path, "detections_csv", DETECTION_MIN_SCORE=0.0, **more)
+        return pd.read_csv(tmp_path / "out_detections_csv")
+
+    plain = scores()
+    rolled = scores(TEST_TIME_ROLLS=[0.25])
+    assert len(rolled) == len(plain) and not np.allclose(rolled.select_dtypes("number"),
+                                                         plain.select_dtypes("number"))
+    assert scores(TEST_TIME_ROLLS=[0.25 / trained.IMAGE_HEIGHT]).equals(plain)  # rounds to no roll
+
+
 def test_kaggle_probabilities_with_a_class_map_and_the_challenge_list(trained, soundscape, tmp_path):
     classes = classes_of(trained)
     codes = [f"code{i}" for i in range(len(classes))]

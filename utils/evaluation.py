@@ -12,7 +12,7 @@ import pandas as pd
 
 from utils.dataset import Recording
 from utils.fileio import atomic_write_json, atomic_write_text
-from utils.inference import Member, ensemble_scores
+from utils.inference import Member, TestTimeAugmentation, ensemble_scores
 from utils.metrics import (confusion, macro_f1, macro_roc_auc, mlrap, padded_cmap, per_class,
                            row_micro_f1, target_matrix, top_k_accuracy)
 from utils.pooling import Pooling
@@ -30,7 +30,7 @@ class TestOptions:
     pooling: Pooling = Pooling()
     with_background: bool = True     # background labels count as targets (MLRAP, F1, cmAP, AUC)
     f1_threshold: float = 0.5        # a class is "predicted" at this score (row-wise F1)
-    time_shifts: tuple[float, ...] = ()
+    tta: TestTimeAugmentation = TestTimeAugmentation()
     batch_size: int = 128
     workers: int = 1
     segment_seconds: float = 600.0   # longer files are decoded segment by segment
@@ -38,7 +38,8 @@ class TestOptions:
     @classmethod
     def from_settings(cls, s, workers: int = 1) -> "TestOptions":
         return cls(Pooling.from_settings(s), s["TEST_WITH_BACKGROUND"], s["CALL_THRESHOLD"],
-                   tuple(s["TEST_TIME_SHIFTS"]), s["PREDICT_BATCH_SIZE"], workers, s["SEGMENT_LENGTH"])
+                   TestTimeAugmentation.from_settings(s), s["PREDICT_BATCH_SIZE"], workers,
+                   s["SEGMENT_LENGTH"])
 
 
 @dataclass
@@ -64,7 +65,7 @@ def evaluate_recordings(members: list[Member], classes: list[str], recordings: l
     """
     by_path = {str(r.path(dataset_dir)): r for r in recordings}
     results = ensemble_scores(members, list(by_path), options.pooling.per_file, options.batch_size,
-                              options.workers, options.time_shifts, options.segment_seconds)
+                              options.workers, options.tta, options.segment_seconds)
     rows, pooled_rows = [], []
     for path, (scores, chunks, error) in results.items():
         rec = by_path[path]
@@ -82,7 +83,7 @@ def evaluate_recordings(members: list[Member], classes: list[str], recordings: l
         "recording", ignore_index=True)
     report = summarise(table, pooled, classes, {r.id: r for r in recordings}, options)
     report.summary.update(pooling=options.pooling.method, models=len(members),
-                          time_shifts=list(options.time_shifts))
+                          time_shifts=list(options.tta.shifts), frequency_rolls=list(options.tta.rolls))
     return report
 
 

@@ -29,7 +29,7 @@ PATH_SETTINGS = {"RAW_DATA", "DATASET_DIR", "STORE_DIR", "PRETRAINED"}
 # (MIN_SIGNAL_SHARE came with a change to the signal gate, so it is not here).
 VALUE_BEFORE = {"CEPSTRUM_FEATURES": False, "STEM_DOWNSAMPLING": [4, 4], "SQUEEZE_EXCITATION": False,
                 "MIN_FREQUENCY_ROWS": 0, "SELECT_FROM": 0.0, "DROP_PATH": 0.0, "STEM_KERNEL": [5, 5],
-                "BACKGROUND_CHANNEL": False}
+                "BACKGROUND_CHANNEL": False, "TEST_TIME_ROLLS": []}
 
 
 def fold_splits(recordings: list[Recording], folds: int, seed: int) -> list[dict[str, str]]:

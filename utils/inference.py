@@ -55,27 +55,52 @@ def plan_pieces(paths: list[str], params: SpecParams, segment_seconds: float) ->
     return pieces
 
 
-def _images_for(piece: Piece, params: SpecParams, shifts: tuple[float, ...] = ()
+@dataclass(frozen=True)
+class TestTimeAugmentation:
+    """Views of each file that are scored besides its plain chunk images, and pooled with them."""
+
+    shifts: tuple[float, ...] = ()  # seconds: the chunk grid moved by each offset (whole files only)
+    rolls: tuple[float, ...] = ()   # shares of the image height: every image rolled along frequency
+
+    def __post_init__(self) -> None:
+        if any(not -1.0 < share < 1.0 for share in self.rolls):
+            raise ValueError(f"TEST_TIME_ROLLS are shares of the image height in (-1, 1), got {list(self.rolls)}")
+
+    @classmethod
+    def from_settings(cls, s) -> "TestTimeAugmentation":
+        return cls(tuple(s["TEST_TIME_SHIFTS"]), tuple(s["TEST_TIME_ROLLS"]))
+
+    def rolled(self, images: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The images followed by each roll of them (wrapping round, as the ``roll_v`` training
+        augmentation does), their start times repeated; rolls of the same whole rows count once."""
+        rows = [r for r in dict.fromkeys(round(share * images.shape[1]) for share in self.rolls) if r]
+        if not rows:
+            return images, starts
+        return (np.concatenate([images, *(np.roll(images, r, axis=1) for r in rows)]),
+                np.tile(starts, 1 + len(rows)))
+
+
+def _images_for(piece: Piece, params: SpecParams, tta: TestTimeAugmentation = TestTimeAugmentation()
                 ) -> tuple[Piece, np.ndarray | None, np.ndarray, str]:
     try:
         if piece.count:  # test-time shifts apply to whole files only
             images, starts = segment_images(piece.path, params, piece.first, piece.count)
         else:
-            images, starts = file_images(piece.path, params, pad_short=True, shifts=shifts)
+            images, starts = file_images(piece.path, params, pad_short=True, shifts=tta.shifts)
     except AudioError as exc:
         return piece, None, np.zeros(0), exc.reason
     if len(images) == 0 and piece.first == 0:
         return piece, None, np.zeros(0), "no audio to score"
     # the same uint8 quantisation as the training store, so test inputs match training inputs
-    return piece, to_uint8(images), starts, ""
+    return piece, *tta.rolled(to_uint8(images), starts), ""
 
 
-def _scores_for(piece: Piece, params: SpecParams, shifts: tuple[float, ...], runtime_file: str
+def _scores_for(piece: Piece, params: SpecParams, tta: TestTimeAugmentation, runtime_file: str
                 ) -> tuple[Piece, np.ndarray | None, np.ndarray, str]:
     """Images and their scores in one worker process (exported runtimes: the model is per process)."""
     from utils.runtime import worker_scorer
 
-    piece, images, starts, error = _images_for(piece, params, shifts)
+    piece, images, starts, error = _images_for(piece, params, tta)
     if images is None:
         return piece, None, starts, error
     scores = worker_scorer(runtime_file).predict_on_batch(model_input(images))
@@ -97,15 +122,15 @@ def warm_worker(params: SpecParams, runtime_file: str = "") -> int:
 
 
 def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_size: int = 128,
-                workers: int = 1, shifts: tuple[float, ...] = (), segment_seconds: float = 600.0,
-                runtime_file: str = "", pool=None) -> Iterator[FileScores]:
+                workers: int = 1, tta: TestTimeAugmentation = TestTimeAugmentation(),
+                segment_seconds: float = 600.0, runtime_file: str = "", pool=None
+                ) -> Iterator[FileScores]:
     """Yield one FileScores per path, in order (errors included).
 
     Worker processes decode and make spectrograms while this process runs the model; chunks of
     several files share a batch, and files longer than ``segment_seconds`` are read segment by
-    segment, so decode memory does not grow with file length. ``shifts``: test-time
-    augmentation, the chunk grid moved by these offsets (seconds) is scored too (files up to
-    ``segment_seconds``). ``runtime_file``: an exported model (LiteRT) that each worker process
+    segment, so decode memory does not grow with file length. ``tta``: test-time augmentation,
+    shifted chunk grids (files up to ``segment_seconds``) and rolled images scored too. ``runtime_file``: an exported model (LiteRT) that each worker process
     runs itself on its own pieces, instead of ``model`` in this process. ``pool``: worker
     processes already started (``utils.extract.worker_pool``), kept for the next call.
     """
@@ -113,10 +138,10 @@ def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_si
     pieces = plan_pieces(paths, params, segment_seconds)
     if runtime_file:
         scored = ((piece, starts, scores, error) for piece, scores, starts, error in
-                  map_jobs(_scores_for, pieces, workers, params, tuple(shifts), runtime_file, pool=pool))
+                  map_jobs(_scores_for, pieces, workers, params, tta, runtime_file, pool=pool))
     else:
-        scored = _batched(model, batch_size, map_jobs(_images_for, pieces, workers, params,
-                                                      tuple(shifts), pool=pool))
+        scored = _batched(model, batch_size, map_jobs(_images_for, pieces, workers, params, tta,
+                                                      pool=pool))
     yield from _files_from_pieces(scored)
 
 
@@ -241,8 +266,8 @@ def load_ensemble(paths: list[str | Path], weights: list[float] | None = None, r
 
 
 def ensemble_scores(members: list[Member], paths: list[str], reduce, batch_size: int = 128,
-                    workers: int = 1, shifts: tuple[float, ...] = (), segment_seconds: float = 600.0,
-                    cache=None, overlap: float | None = None, pool=None
+                    workers: int = 1, tta: TestTimeAugmentation = TestTimeAugmentation(),
+                    segment_seconds: float = 600.0, cache=None, overlap: float | None = None, pool=None
                     ) -> dict[str, tuple[np.ndarray | None, int, str]]:
     """path -> (reduced scores weighted over models or None, chunks scored, error).
 
@@ -273,7 +298,7 @@ def ensemble_scores(members: list[Member], paths: list[str], reduce, batch_size:
                 add(path, member, *cached)
         desc = "scoring" if len(members) == 1 else f"scoring (model {number}/{len(members)})"
         params = member.params if overlap is None else replace(member.params, chunk_overlap=overlap)
-        results = score_files(member.model, params, todo, batch_size, workers, shifts,
+        results = score_files(member.model, params, todo, batch_size, workers, tta,
                               segment_seconds, member.runtime_file, pool)
         for result in tqdm(results, total=len(todo), desc=desc, unit="file"):
             if result.scores is None:

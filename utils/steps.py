@@ -346,8 +346,9 @@ def crossval_step(s: Settings, folds: int, overwrite: bool = False) -> dict:
     merged = merge_reports([Path(r["report"]) for r in results], {r.id: r for r in recordings},
                            TestOptions.from_settings(s))
     out = run_dir(s) / "test-crossval"
+    shared = ("pooling", "models", "time_shifts", "frequency_rolls")
     merged.summary.update(split="crossval", folds=folds, model=[m for r in results for m in r["model"]],
-                          **{k: results[0][k] for k in ("pooling", "models", "time_shifts")})
+                          **{k: results[0][k] for k in shared})
     write_report(out, merged)
     summary = {**fold_summary(results), "train_seconds": round(seconds, 1), "reused_folds": reused,
                "tested_only_folds": tested_only,
@@ -408,7 +409,7 @@ def submission_files(s: Settings) -> dict[str, Path]:
 
 def submission_step(s: Settings) -> dict:
     use_backend(s["KERAS_BACKEND"])
-    from utils.inference import load_ensemble
+    from utils.inference import TestTimeAugmentation, load_ensemble
     from utils.score_cache import ScoreCache, model_identity
     from utils.submission import SubmissionOptions, file_scores, output_path, write_submission
 
@@ -425,13 +426,15 @@ def submission_step(s: Settings) -> dict:
     # finished files' scores wait here until the submission is written: a killed run resumes
     cache = ScoreCache(out.parent / f".{out.name}.scores", {
         "models": model_identity(model_files(s)), "weights": s["TEST_MODEL_WEIGHTS"],
-        "options": asdict(options), "shifts": s["TEST_TIME_SHIFTS"], "segment": s["SEGMENT_LENGTH"]})
+        "options": asdict(options), "shifts": s["TEST_TIME_SHIFTS"], "rolls": s["TEST_TIME_ROLLS"],
+        "segment": s["SEGMENT_LENGTH"]})
     workers = worker_count(s["SPEC_WORKERS"])
     with contextlib.ExitStack() as stack:  # one pool for every model of an ensemble
         pool = stack.enter_context(worker_pool(workers)) if workers > 1 and len(members) > 1 else None
         scored, skipped = file_scores(members, {k: v for k, v in files.items() if k not in done},
                                       options, s["PREDICT_BATCH_SIZE"], workers,
-                                      tuple(s["TEST_TIME_SHIFTS"]), s["SEGMENT_LENGTH"], cache, pool)
+                                      TestTimeAugmentation.from_settings(s), s["SEGMENT_LENGTH"], cache,
+                                      pool)
     spec = members[0].params
     result = write_submission(scored, classes, options, out, band=(spec.fmin, spec.fmax))
     cache.clear()

@@ -11,7 +11,7 @@ import numpy as np
 from utils import formats as fm
 from utils.audio import AudioError, audio_info
 from utils.fileio import atomic_write_text
-from utils.inference import Member, ensemble_scores
+from utils.inference import Member, TestTimeAugmentation, ensemble_scores
 from utils.labelmap import load_class_list, load_class_map, to_codes
 from utils.pooling import Pooling, window_scores
 
@@ -76,7 +76,7 @@ def output_path(out: Path, recording: str, fmt: str) -> Path:
 
 
 def file_scores(members: list[Member], files: dict[str, Path], options: SubmissionOptions,
-                batch_size: int = 128, workers: int = 1, shifts: tuple[float, ...] = (),
+                batch_size: int = 128, workers: int = 1, tta: TestTimeAugmentation = TestTimeAugmentation(),
                 segment_seconds: float = 600.0, cache=None, pool=None
                 ) -> tuple[list[fm.FileScores], list[dict]]:
     """Scores of every file for the format: one row per file, or one per window (``cache``: a
@@ -96,7 +96,7 @@ def file_scores(members: list[Member], files: dict[str, Path], options: Submissi
 
     reduce = options.pooling.per_file if options.monophone else per_window
     overlap = None if options.monophone or options.soundscape_overlap < 0 else options.soundscape_overlap
-    results = ensemble_scores(members, list(paths), reduce, batch_size, workers, shifts,
+    results = ensemble_scores(members, list(paths), reduce, batch_size, workers, tta,
                               segment_seconds, cache, overlap, pool)
     out = []
     for path, (scores, _, error) in results.items():
