@@ -135,7 +135,7 @@ def run_suite(files: list[Path], workdir: Path, workers: int, runtime: str = "",
     ``overrides``: KEY=VALUE settings over config.py's."""
     from utils.cli import DEFAULTS_FILE
     from utils.extract import file_images, worker_pool
-    from utils.inference import load_ensemble, warm_worker
+    from utils.inference import TestTimeAugmentation, load_ensemble, warm_worker
     from utils.model_io import save_model
     from utils.models import build_model
     from utils.runtime import runtime_name
@@ -162,7 +162,8 @@ def run_suite(files: list[Path], workdir: Path, workers: int, runtime: str = "",
             list(pool.map(warm_worker, [members[0].params] * (workers * 4),
                           [members[0].runtime_file] * (workers * 4)))
             started = time.perf_counter()
-        scored, skipped = file_scores(members, audio, options, s.PREDICT_BATCH_SIZE, workers, pool=pool)
+        scored, skipped = file_scores(members, audio, options, s.PREDICT_BATCH_SIZE, workers,
+                                      TestTimeAugmentation.from_settings(s), pool=pool)
         write_submission(scored, classes, options, workdir / "detections.csv")
         elapsed = time.perf_counter() - started
     assert not skipped and len(scored) == len(files)

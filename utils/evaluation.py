@@ -83,7 +83,8 @@ def evaluate_recordings(members: list[Member], classes: list[str], recordings: l
         "recording", ignore_index=True)
     report = summarise(table, pooled, classes, {r.id: r for r in recordings}, options)
     report.summary.update(pooling=options.pooling.method, models=len(members),
-                          time_shifts=list(options.tta.shifts), frequency_rolls=list(options.tta.rolls))
+                          time_shifts=list(options.tta.shifts),
+                          frequency_rolls=list(options.tta.rolls))
     return report
 
 

@@ -64,7 +64,8 @@ class TestTimeAugmentation:
 
     def __post_init__(self) -> None:
         if any(not -1.0 < share < 1.0 for share in self.rolls):
-            raise ValueError(f"TEST_TIME_ROLLS are shares of the image height in (-1, 1), got {list(self.rolls)}")
+            raise ValueError("TEST_TIME_ROLLS are shares of the image height in (-1, 1), "
+                             f"got {list(self.rolls)}")
 
     @classmethod
     def from_settings(cls, s) -> "TestTimeAugmentation":
@@ -130,9 +131,10 @@ def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_si
     Worker processes decode and make spectrograms while this process runs the model; chunks of
     several files share a batch, and files longer than ``segment_seconds`` are read segment by
     segment, so decode memory does not grow with file length. ``tta``: test-time augmentation,
-    shifted chunk grids (files up to ``segment_seconds``) and rolled images scored too. ``runtime_file``: an exported model (LiteRT) that each worker process
-    runs itself on its own pieces, instead of ``model`` in this process. ``pool``: worker
-    processes already started (``utils.extract.worker_pool``), kept for the next call.
+    shifted chunk grids (files up to ``segment_seconds``) and rolled images scored too.
+    ``runtime_file``: an exported model (LiteRT) that each worker process runs itself on its own
+    pieces, instead of ``model`` in this process. ``pool``: worker processes already started
+    (``utils.extract.worker_pool``), kept for the next call.
     """
     paths = [str(p) for p in paths]
     pieces = plan_pieces(paths, params, segment_seconds)
