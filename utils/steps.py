@@ -414,6 +414,7 @@ def submission_step(s: Settings) -> dict:
     from utils.submission import SubmissionOptions, file_scores, output_path, write_submission
 
     options = SubmissionOptions.from_settings(s)
+    tta = TestTimeAugmentation.from_settings(s)
     members, classes = load_ensemble(model_files(s), s["TEST_MODEL_WEIGHTS"], s["SCORING_RUNTIME"])
     files = submission_files(s)
     if not files:
@@ -426,15 +427,13 @@ def submission_step(s: Settings) -> dict:
     # finished files' scores wait here until the submission is written: a killed run resumes
     cache = ScoreCache(out.parent / f".{out.name}.scores", {
         "models": model_identity(model_files(s)), "weights": s["TEST_MODEL_WEIGHTS"],
-        "options": asdict(options), "shifts": s["TEST_TIME_SHIFTS"], "rolls": s["TEST_TIME_ROLLS"],
-        "segment": s["SEGMENT_LENGTH"]})
+        "options": asdict(options), "tta": asdict(tta), "segment": s["SEGMENT_LENGTH"]})
     workers = worker_count(s["SPEC_WORKERS"])
     with contextlib.ExitStack() as stack:  # one pool for every model of an ensemble
         pool = stack.enter_context(worker_pool(workers)) if workers > 1 and len(members) > 1 else None
         scored, skipped = file_scores(members, {k: v for k, v in files.items() if k not in done},
                                       options, s["PREDICT_BATCH_SIZE"], workers,
-                                      TestTimeAugmentation.from_settings(s), s["SEGMENT_LENGTH"], cache,
-                                      pool)
+                                      tta, s["SEGMENT_LENGTH"], cache, pool)
     spec = members[0].params
     result = write_submission(scored, classes, options, out, band=(spec.fmin, spec.fmax))
     cache.clear()
