@@ -75,7 +75,10 @@ WIDTH = 2                                    # filter multiplier (wide-ResNet K)
                                              # InsectSet32's test and validation and was level to 1 ahead in
                                              # cross-validation, for 2x the training time; CPU scoring keeps
                                              # its speed through the int8 export (BENCHMARKS.md)
-DOWNSAMPLING: Literal["pool", "stride"] = "pool"  # halve resolution by max pooling or strided convs
+DOWNSAMPLING: Literal["pool", "blur", "stride"] = "pool"  # halve resolution by max pooling, by max
+                                             # pooling anti-aliased (blurred before subsampling:
+                                             # features move less when a call moves a row; resnet:
+                                             # the stages' pools, not the stem's), or by strided convs
 STEM_DOWNSAMPLING = [4, 4]                   # resnet stem shrinks [frequency, time] by 1, 2 or 4;
                                              # less in frequency keeps fine spectral lines apart
 STEM_KERNEL = [5, 5]                         # resnet stem convolution's [frequency rows, time columns];

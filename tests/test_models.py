@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from utils.model_io import load_model, save_model
-from utils.models import (BackgroundRemoved, CepstrumPool, FrequencyPosition, PoolOverTime, build_model,
-                          frame_score_model)
+from utils.models import (BackgroundRemoved, BlurDownsample, CepstrumPool, FrequencyPosition,
+                          PoolOverTime, build_model, frame_score_model)
 
 pytestmark = pytest.mark.backend  # also run on JAX by `make test`
 
@@ -38,6 +38,8 @@ SHAPE = (32, 64, 1)
     pytest.param("efficientnet_b0", {"background_channel": True, "frequency_channel": True},
                  marks=pytest.mark.one_backend),
     ("resnet", {"filters": [8, 16], "head": "frequency_global", "background_channel": True}),
+    ("resnet", {"filters": [8, 16], "downsampling": "blur", "min_frequency_rows": 8}),
+    ("baseline", {"filters": [8, 16], "downsampling": "blur"}),
 ])
 def test_every_family_builds_predicts_and_reloads(tmp_path, name, options):
     model = build_model(name, SHAPE, 3, **options)
@@ -81,7 +83,7 @@ def test_the_stem_kernel_spans_the_rows_and_columns_asked_for():
     assert tall.get_layer("body_out_relu").output.shape[1:3] == (8, 16)
 
 
-@pytest.mark.parametrize("downsampling", ["pool", "stride"])
+@pytest.mark.parametrize("downsampling", ["pool", "blur", "stride"])
 @pytest.mark.parametrize("min_rows, rows", [(0, 2), (8, 8), (16, 16), (4, 4)])
 def test_stages_stop_halving_frequency_at_min_frequency_rows(downsampling, min_rows, rows):
     """The stem leaves 16 rows and 32 columns; three halving stages follow. Time is halved in
@@ -89,6 +91,46 @@ def test_stages_stop_halving_frequency_at_min_frequency_rows(downsampling, min_r
     model = build_model("resnet", (64, 128, 1), 3, filters=[8, 8, 8, 8], downsampling=downsampling,
                         min_frequency_rows=min_rows)
     assert model.get_layer("body_out_relu").output.shape[1:3] == (rows, 4)
+
+
+def _binomial(order: int) -> np.ndarray:
+    taps = np.array([1.0])
+    for _ in range(order if order > 1 else 0):
+        taps = np.convolve(taps, [1.0, 1.0])
+    return taps / taps.sum()
+
+
+@pytest.mark.parametrize("factor", [(2, 2), (4, 4), (1, 2), (4, 2)])
+def test_blur_downsample_is_a_binomial_filter_then_a_subsample(factor):
+    from scipy.signal import correlate2d
+    image = np.random.default_rng(4).random((1, 16, 16, 1)).astype("float32")
+    blurred = np.asarray(BlurDownsample(factor)(image))
+    assert blurred.shape == (1, 16 // factor[0], 16 // factor[1], 1)
+    kernel = np.outer(_binomial(factor[0]), _binomial(factor[1]))
+    expected = correlate2d(image[0, :, :, 0], kernel, mode="valid")[::factor[0], ::factor[1]]
+    rows, columns = expected.shape  # away from the bottom and right edges, where it pads
+    assert np.allclose(blurred[0, :rows, :columns, 0], expected, atol=1e-5)
+    flat = np.full((2, 9, 7, 3), 2.5, "float32")  # the edges too: a flat image stays flat
+    assert np.allclose(BlurDownsample(factor)(flat), 2.5)
+    assert BlurDownsample(factor)(flat).shape[1:3] == (-(-9 // factor[0]), -(-7 // factor[1]))
+
+
+def test_blurred_pooling_moves_smoothly_when_the_image_moves_a_row():
+    """What DOWNSAMPLING "blur" is for: moving the image by two rows moves the pooled features by
+    one of theirs, so moving it by one row should give features halfway between those two. After
+    plain stride-2 max pooling they are far from halfway; after the blurred subsample they are
+    about twice as close."""
+    import keras
+    noise = np.random.default_rng(5).normal(size=(1, 68, 32, 4))
+    images = [noise[:, move:move + 64].astype("float32") for move in range(3)]
+    plain = keras.layers.MaxPooling2D(2)
+    blurred = keras.Sequential([keras.layers.MaxPooling2D(2, strides=1, padding="same"),
+                                BlurDownsample((2, 2))])
+
+    def off_halfway(pool):
+        still, one_row, two_rows = (np.asarray(pool(x))[:, 2:-2, 2:-2] for x in images)  # no edges
+        return np.abs(one_row - (still + two_rows) / 2).mean() / still.std()
+    assert off_halfway(blurred) < 0.6 * off_halfway(plain)
 
 
 def test_squeeze_excitation_gates_each_blocks_residual_branch():
