@@ -12,7 +12,9 @@ and validation: what ensembling buys, for information (the target is per model).
 Each seed is a separate run folder (RUN_NAME-seed<N>) so its reports stay for inspection; the
 sorted dataset and the spectrogram store are shared between seeds and reused when present. A
 seed whose run folder already holds a finished test with the same settings is reported, not
-retrained, so an interrupted benchmark completes on a re-run; one finished with other settings
+retrained, so an interrupted benchmark completes on a re-run; one that differs only in how it is
+scored (TEST_TIME_ROLLS, ...: TEST_TIME_SETTINGS in utils/experiments.py) is tested again, not
+retrained; one finished with other settings
 (or before a setting existed, unless VALUE_BEFORE in utils/experiments.py says what the code did
 without it and that is the value asked for) is never trained over: the benchmark stops and names
 what differs (choose another RUN_NAME, or pass --overwrite to retrain it in its folder).
@@ -62,9 +64,9 @@ def validation_report(run, finished: bool) -> dict:
     """The chosen model scored on the validation recordings exactly as on the test ones (all
     chunks, the same pooling): a recipe is chosen on this, never on the test figure. A finished
     run's report is reused; a run trained just now is scored afresh."""
-    summary = steps.run_dir(run) / "test-val" / "summary.json"
-    if finished and summary.exists():
-        return read_json(summary)
+    report = steps.run_dir(run) / "test-val"
+    if finished and steps.report_is_current(run, report):
+        return read_json(report / "summary.json")
     return steps.test_step(run.replace(TEST_SPLIT="val"))
 
 

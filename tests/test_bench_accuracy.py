@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import make_settings
 from utils import steps
+from utils.experiments import SCORING_SETTINGS
 from utils.settings import save_settings
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_accuracy.py"
@@ -59,6 +60,33 @@ def test_a_finished_seed_is_reused_and_never_trained_over_with_other_settings(tm
         bench.finished_run(s)
     (run / "config.json").write_bytes(before[run / "config.json"])
     assert contents() == before  # nothing deleted or rewritten by the refusals
+
+
+def test_a_finished_seed_is_tested_again_when_only_its_scoring_settings_differ(tmp_path):
+    """The same training scored another way (test-time rolls, a threshold) is the same model: its
+    test is made again, never refused; a setting the report does not depend on reuses it."""
+    bench = _bench()
+    s = make_settings(tmp_path, "RUN_NAME=r-seed1")
+    run = steps.run_dir(s)
+    report = run / f"test-{s.TEST_SPLIT}"
+    report.mkdir(parents=True)
+    save_settings(s, run / "config.json")
+    (run / "train_summary.json").write_text(json.dumps({"epochs": 3}))
+    scored_with = {k: s[k] for k in SCORING_SETTINGS}
+    (report / "summary.json").write_text(json.dumps({"top1_accuracy": 0.5,
+                                                      "scoring_settings": scored_with}))
+    assert bench.finished_run(s) == ({"epochs": 3}, json.loads((report / "summary.json").read_text()))
+    assert bench.finished_run(s.replace(TEST_TIME_ROLLS=[-0.03, 0.03])) is None
+    assert bench.finished_run(s.replace(CALL_THRESHOLD=0.3)) is None
+    assert bench.finished_run(s.replace(SUBMISSION_TOP_N=3)) is not None  # not in the report
+    assert steps.run_folder_state(s.replace(TEST_TIME_ROLLS=[0.03])) == "finished"
+    # a report from before reports recorded their scoring settings: its run's saved ones
+    (report / "summary.json").write_text(json.dumps({"top1_accuracy": 0.5}))
+    assert bench.finished_run(s) is not None
+    assert bench.finished_run(s.replace(TEST_TIME_SHIFTS=[0.5])) is None
+    # the pooling is scored with, but training's validation pools with it too: another run
+    with pytest.raises(ValueError, match=r"POOLING 'median_filtered' -> 'mean'"):
+        bench.finished_run(s.replace(POOLING="mean"))
 
 
 

@@ -182,6 +182,11 @@ def test_evaluate_tests_a_finished_training_without_training_again(trained, tmp_
     # other settings in the folder are another experiment: still refused, as before
     with pytest.raises(ValueError, match="other settings"):
         steps.evaluate_step(run.replace(LEARNING_RATE=0.01))
+    # ... but the same training scored another way is tested again, not refused nor retrained
+    rescored = steps.evaluate_step(run.replace(CALL_THRESHOLD=0.3, TEST_TIME_ROLLS=[0.05]))
+    summary = json.loads((steps.run_dir(run) / "test-val" / "summary.json").read_text())
+    assert rescored["test"]["f1_threshold"] == summary["f1_threshold"] == 0.3
+    assert summary["scoring_settings"]["TEST_TIME_ROLLS"] == [0.05]
 
 
 def test_cross_validation_trains_each_fold_resumes_and_logs_the_experiment(trained):
@@ -267,6 +272,13 @@ def test_cross_validation_trains_each_fold_resumes_and_logs_the_experiment(train
     assert cli.exit_code == 0 and "reused" not in cli.output, cli.output
     assert all(m.stat().st_mtime_ns != stamp for m, stamp in zip(models, stamps))
     assert json.loads((steps.run_dir(s) / "fold1" / "config.json").read_text())["settings"]["LEARNING_RATE"] == 0.01
+    # scored another way, the folds are tested again, not trained again
+    stamps = [m.stat().st_mtime_ns for m in models]
+    cli = evaluate("--set", "LEARNING_RATE=0.01", "--set", "CALL_THRESHOLD=0.3")
+    assert cli.exit_code == 0 and cli.output.count("trained earlier on this split, tested now") == 2, cli.output
+    assert [m.stat().st_mtime_ns for m in models] == stamps
+    assert json.loads((Path(result["per_fold"][0]["report"]) / "summary.json").read_text())[
+        "f1_threshold"] == 0.3
 
 
 def _write_report_folder(folder, rows, classes, scores):

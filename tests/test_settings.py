@@ -83,3 +83,19 @@ def test_project_config_loads_and_every_override_file_is_valid():
     assert base.SAMPLE_RATE > 0 and base.IMAGE_WIDTH > 0
     for override in sorted((Path(DEFAULTS_FILE).parent / "configs").glob("*.py")):
         assert load_settings(DEFAULTS_FILE, override).sources[-1] == str(override)
+
+
+def test_every_testing_and_submission_setting_is_classed_as_test_time_or_scoring():
+    """A finished training is re-tested, not refused, when only TEST_TIME_SETTINGS differ, so a
+    setting added to config.py's testing or submission section must be classed on purpose: as
+    test-time (training never reads it) or, like POOLING, as one a training can depend on."""
+    import re
+    from pathlib import Path
+
+    from utils.experiments import SCORING_SETTINGS, TEST_TIME_SETTINGS
+
+    text = (Path(__file__).resolve().parents[1] / "config.py").read_text()
+    tail = text[text.index("testing (step 4)"):]
+    keys = set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*[:=]", tail, flags=re.M))
+    assert keys == TEST_TIME_SETTINGS | SCORING_SETTINGS
+    assert SCORING_SETTINGS - TEST_TIME_SETTINGS == {"POOLING", "POOLING_TOP_K", "POOLING_ALPHA"}

@@ -23,6 +23,19 @@ NOT_HASHED = {"RUN_NAME", "RUNS_DIR", "LOG_LEVEL", "SPEC_WORKERS", "BATCH_THREAD
               "EXPORT_PNG", "PNG_DIR"}
 # settings that name data on disk: a run is the same whichever way the path to it is written
 PATH_SETTINGS = {"RAW_DATA", "DATASET_DIR", "STORE_DIR", "PRETRAINED"}
+# settings a test report depends on (beside the model and the recordings): a report made with
+# other values is not this test's, so it is made again rather than reused
+SCORING_SETTINGS = frozenset({"TEST_MODELS", "TEST_MODEL_WEIGHTS", "TEST_TIME_SHIFTS", "TEST_TIME_ROLLS",
+                              "TEST_WITH_BACKGROUND", "CALL_THRESHOLD", "SCORING_RUNTIME", "POOLING",
+                              "POOLING_TOP_K", "POOLING_ALPHA"})
+# settings that only decide how a trained model is scored, reported or written into a submission:
+# a finished training is the same experiment whatever they say, so a run is tested again with
+# them, not refused. POOLING is not one of them: training's validation pools with it, so with
+# SELECT_FROM < 1 it can decide which epoch is kept.
+TEST_TIME_SETTINGS = (SCORING_SETTINGS - {"POOLING", "POOLING_TOP_K", "POOLING_ALPHA"}) | {
+    "TEST_SPLIT", "PREDICT_BATCH_SIZE", "SUBMISSION_AUDIO", "SUBMISSION_FILE", "SUBMISSION_FORMAT",
+    "SUBMISSION_TOP_N", "SUBMISSION_WINDOW", "SOUNDSCAPE_OVERLAP", "WINDOW_POOLING", "DETECTION_MIN_SCORE",
+    "CLASS_MAP", "CHALLENGE_CLASSES"}
 # settings added since runs were first saved, each with the value that does what the code did
 # before it existed: a saved run without one ran with that value, so it is the same experiment as
 # a run that sets it so. A new setting belongs here only when its addition changed nothing else

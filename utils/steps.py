@@ -206,6 +206,7 @@ def test_step(s: Settings, out: Path | None = None, recordings=None) -> dict:
     (default RUNS_DIR/RUN_NAME/test-<split>)."""
     use_backend(s["KERAS_BACKEND"])
     from utils.evaluation import TestOptions, evaluate_recordings, write_report
+    from utils.experiments import SCORING_SETTINGS
     from utils.inference import load_ensemble
 
     # metrics of the model itself: "auto" stays on the float export here ("litert-int8" measures int8)
@@ -220,7 +221,8 @@ def test_step(s: Settings, out: Path | None = None, recordings=None) -> dict:
     report = evaluate_recordings(members, classes, recordings, s["DATASET_DIR"],
                                  TestOptions.from_settings(s, worker_count(s["SPEC_WORKERS"])))
     report.summary.update(split=s["TEST_SPLIT"] if out is None else out.name,
-                          model=[str(p) for p in model_files(s)])
+                          model=[str(p) for p in model_files(s)],
+                          scoring_settings={k: s[k] for k in sorted(SCORING_SETTINGS)})
     out = out or run_dir(s) / f"test-{s['TEST_SPLIT']}"
     write_report(out, report)
     report.summary["report"] = str(out)
@@ -229,7 +231,8 @@ def test_step(s: Settings, out: Path | None = None, recordings=None) -> dict:
 
 def run_folder_state(s: Settings, overwrite: bool = False) -> str:
     """What run_dir(s) holds for a training of these settings: "finished", "interrupted" (it
-    resumes) or "none". A finished or interrupted training of other settings (or of a time before
+    resumes) or "none". Settings that only change how a model is scored (TEST_TIME_SETTINGS) are
+    not compared. A finished or interrupted training of other settings (or of a time before
     a setting existed) raises before anything in its folder changes, since training there would
     delete its models or mix two experiments, unless ``overwrite``: then its backup goes and the
     folder counts as "none" (the training replaces what it holds)."""
@@ -255,10 +258,25 @@ def run_folder_state(s: Settings, overwrite: bool = False) -> str:
 
 
 def _saved_differences(s: Settings, folder: Path) -> list[str]:
-    from utils.experiments import NOT_HASHED, PATH_SETTINGS, VALUE_BEFORE
+    """How these settings differ from the saved run's on what its training depends on."""
+    from utils.experiments import NOT_HASHED, PATH_SETTINGS, TEST_TIME_SETTINGS, VALUE_BEFORE
 
-    return s.differences(read_json(folder / "config.json")["settings"], set(s) - NOT_HASHED,
-                         PATH_SETTINGS, VALUE_BEFORE)
+    return s.differences(read_json(folder / "config.json")["settings"],
+                         set(s) - NOT_HASHED - TEST_TIME_SETTINGS, PATH_SETTINGS, VALUE_BEFORE)
+
+
+def report_is_current(s: Settings, report: Path) -> bool:
+    """Whether ``report`` holds a test made with these scoring settings (pooling, test-time
+    augmentation, ensemble members...). A report from before reports recorded them was made
+    with its run's saved settings."""
+    from utils.experiments import SCORING_SETTINGS, VALUE_BEFORE
+
+    if not (report / "summary.json").exists():
+        return False
+    scored_with = read_json(report / "summary.json").get("scoring_settings")
+    if scored_with is None:
+        scored_with = read_json(run_dir(s) / "config.json")["settings"]
+    return not s.differences(scored_with, SCORING_SETTINGS, (), VALUE_BEFORE)
 
 
 def finished_training(s: Settings, overwrite: bool = False) -> dict | None:
@@ -271,9 +289,9 @@ def finished_training(s: Settings, overwrite: bool = False) -> dict | None:
 
 
 def finished_run(s: Settings, report: Path, overwrite: bool = False) -> bool:
-    """Whether run_dir(s) holds a finished training with these settings and its test report in
-    ``report``; a run of other settings raises as in ``run_folder_state``."""
-    return run_folder_state(s, overwrite) == "finished" and (report / "summary.json").exists()
+    """Whether run_dir(s) holds a finished training with these settings and, in ``report``, its
+    test with these scoring settings; a run of other settings raises as in ``run_folder_state``."""
+    return run_folder_state(s, overwrite) == "finished" and report_is_current(s, report)
 
 
 def _forget_results(folder: Path) -> None:
@@ -324,7 +342,7 @@ def crossval_step(s: Settings, folds: int, overwrite: bool = False) -> dict:
         held_out = [r for r in recordings if splits.get(r.id) == "val"]
         report = run_dir(fold) / "test-fold"
         finished = run_folder_state(fold, overwrite) == "finished"
-        if finished and (report / "summary.json").exists():
+        if finished and report_is_current(fold, report):
             _check_held_out(report, held_out)
             log.info("cross-validation fold %d of %d: finished earlier, reused", k, folds)
             seconds += read_json(run_dir(fold) / "train_summary.json")["train_seconds"]
