@@ -1,10 +1,11 @@
 """Keras 3 models (keras and keras.ops only, so every backend runs them).
 
-Families: "baseline" (the 2018 baseline's plain CNN: conv groups with batch norm and max pooling
-(plain or anti-aliased) or strided convolutions), "pi" (the baseline's small model: strided convolutions and two dense
-layers), "resnet" (a pre-activation wide ResNet: FILTERS times WIDTH per stage,
-BLOCKS_PER_STAGE blocks, optionally with squeeze-and-excitation and stochastic depth), and
-"efficientnet_b0".."efficientnet_b3" (keras.applications, random weights: nothing is downloaded).
+Families: "baseline" (the 2018 baseline's plain CNN: conv groups with batch norm and max pooling,
+plain or anti-aliased, or strided convolutions), "pi" (the baseline's small model: strided
+convolutions and two dense layers), "resnet" (a pre-activation wide ResNet: FILTERS times WIDTH
+per stage, BLOCKS_PER_STAGE blocks, optionally with squeeze-and-excitation and stochastic
+depth), and "efficientnet_b0".."efficientnet_b3" (keras.applications, random weights: nothing is
+downloaded).
 Heads: "frequency" (mean and max over time per frequency band), "pool" (global average pooling)
 or "attention" (sound event detection: per-frame scores and attention over time, pooled to clip
 scores; the frame scores stay reachable through :func:`frame_score_model`).
@@ -14,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
-import numpy as np
 from keras import layers, ops
 
 MODELS = ("baseline", "resnet", "pi", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
@@ -164,12 +164,13 @@ class CepstrumPool(layers.Layer):
 @keras.saving.register_keras_serializable(package="bioacoustics")
 class BlurDownsample(layers.Layer):
     """Subsample each axis by its factor f after a binomial low-pass filter of order f ([1, 2, 1] / 4
-    for 2, [1, 4, 6, 4, 1] / 16 for 4, none for 1), per channel. Max pooling evaluated at every position and
-    then this ("MaxBlurPool", Zhang 2019, "Making convolutional networks shift-invariant again")
-    keeps a pattern's features nearly the same when it moves by a row or a column, where plain
-    strided max pooling can change them abruptly. The filter is f two-tap means in a row, the last
-    one strided: pooling ops, much faster on CPUs than a depthwise convolution. At the edges the
-    means count only the image's own pixels, so a flat image stays flat."""
+    for 2, [1, 4, 6, 4, 1] / 16 for 4, none for 1), per channel. Max pooling evaluated at every
+    position and then this ("MaxBlurPool", Zhang 2019, "Making convolutional networks
+    shift-invariant again") keeps a pattern's features nearly the same when it moves by a row or
+    a column, where plain strided max pooling can change them abruptly. The filter is f two-tap
+    means in a row, the last one strided: pooling ops, much faster on CPUs than a depthwise
+    convolution. At the edges the means count only the image's own pixels, so a flat image stays
+    flat."""
 
     def __init__(self, factor, **kwargs):
         super().__init__(**kwargs)
