@@ -252,10 +252,17 @@ def test_cross_validation_trains_each_fold_resumes_and_logs_the_experiment(train
     assert cli.exit_code == 0 and "trained earlier, tested now" not in cli.output, cli.output
     assert models[0].stat().st_mtime_ns == stamps[0] and models[1].stat().st_mtime_ns != stamps[1]
     rows = len(pd.read_csv(Path(s.RUNS_DIR) / "experiments.csv"))
+    # a fold report from before reports recorded their test-time rolls and scoring settings
+    old_report = Path(result["per_fold"][0]["report"]) / "summary.json"
+    old_summary = json.loads(old_report.read_text())
+    old_report.write_text(json.dumps({k: v for k, v in old_summary.items()
+                                      if k not in ("frequency_rolls", "scoring_settings")}))
     # run again as it is: nothing trained, nothing added to the experiments table
     cli = evaluate()
     assert cli.exit_code == 0 and "2 fold(s) finished earlier, reused" in cli.output, cli.output
     assert len(pd.read_csv(Path(s.RUNS_DIR) / "experiments.csv")) == rows
+    merged = json.loads((steps.run_dir(s) / "test-crossval" / "summary.json").read_text())
+    assert merged["frequency_rolls"] == [] and merged["scoring_settings"]["CALL_THRESHOLD"] == 0.5
     # other settings never train over finished folds
     stamps = [m.stat().st_mtime_ns for m in models]
     cli = evaluate("--set", "LEARNING_RATE=0.01")

@@ -82,10 +82,14 @@ def evaluate_recordings(members: list[Member], classes: list[str], recordings: l
     pooled = pd.DataFrame(pooled_rows, columns=["recording", *classes]).sort_values(
         "recording", ignore_index=True)
     report = summarise(table, pooled, classes, {r.id: r for r in recordings}, options)
-    report.summary.update(pooling=options.pooling.method, models=len(members),
-                          time_shifts=list(options.tta.shifts),
-                          frequency_rolls=list(options.tta.rolls))
+    report.summary.update(models=len(members), **scoring_summary(options))
     return report
+
+
+def scoring_summary(options: TestOptions) -> dict:
+    """How a report's recordings were scored, for its summary."""
+    return {"pooling": options.pooling.method, "time_shifts": list(options.tta.shifts),
+            "frequency_rolls": list(options.tta.rolls)}
 
 
 def summarise(table: pd.DataFrame, pooled: pd.DataFrame, classes: list[str],

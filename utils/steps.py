@@ -206,7 +206,6 @@ def test_step(s: Settings, out: Path | None = None, recordings=None) -> dict:
     (default RUNS_DIR/RUN_NAME/test-<split>)."""
     use_backend(s["KERAS_BACKEND"])
     from utils.evaluation import TestOptions, evaluate_recordings, write_report
-    from utils.experiments import SCORING_SETTINGS
     from utils.inference import load_ensemble
 
     # metrics of the model itself: "auto" stays on the float export here ("litert-int8" measures int8)
@@ -222,11 +221,18 @@ def test_step(s: Settings, out: Path | None = None, recordings=None) -> dict:
                                  TestOptions.from_settings(s, worker_count(s["SPEC_WORKERS"])))
     report.summary.update(split=s["TEST_SPLIT"] if out is None else out.name,
                           model=[str(p) for p in model_files(s)],
-                          scoring_settings={k: s[k] for k in sorted(SCORING_SETTINGS)})
+                          scoring_settings=_scoring_settings(s))
     out = out or run_dir(s) / f"test-{s['TEST_SPLIT']}"
     write_report(out, report)
     report.summary["report"] = str(out)
     return report.summary
+
+
+def _scoring_settings(s: Settings) -> dict:
+    """What a test report records of the settings it was scored with (see report_is_current)."""
+    from utils.experiments import SCORING_SETTINGS
+
+    return {k: s[k] for k in sorted(SCORING_SETTINGS)}
 
 
 def run_folder_state(s: Settings, overwrite: bool = False) -> str:
@@ -271,9 +277,10 @@ def report_is_current(s: Settings, report: Path) -> bool:
     with its run's saved settings."""
     from utils.experiments import SCORING_SETTINGS, VALUE_BEFORE
 
-    if not (report / "summary.json").exists():
+    summary = report / "summary.json"
+    if not summary.exists():
         return False
-    scored_with = read_json(report / "summary.json").get("scoring_settings")
+    scored_with = read_json(summary).get("scoring_settings")
     if scored_with is None:
         scored_with = read_json(run_dir(s) / "config.json")["settings"]
     return not s.differences(scored_with, SCORING_SETTINGS, (), VALUE_BEFORE)
@@ -332,7 +339,7 @@ def crossval_step(s: Settings, folds: int, overwrite: bool = False) -> dict:
     held-out recording, each scored by the fold model that did not train on it, to
     RUN_NAME/test-crossval. A fold finished earlier with the same settings is reused, so an
     interrupted cross-validation resumes with its next fold."""
-    from utils.evaluation import METRICS, TestOptions, merge_reports, write_report
+    from utils.evaluation import METRICS, TestOptions, merge_reports, scoring_summary, write_report
     from utils.experiments import fold_splits, fold_summary
 
     recordings = load_recordings(s["DATASET_DIR"])
@@ -361,12 +368,12 @@ def crossval_step(s: Settings, folds: int, overwrite: bool = False) -> dict:
             trained = train_step(fold, splits, overwrite)
         seconds += trained["train_seconds"]
         results.append(test_step(fold, out=report, recordings=held_out))
-    merged = merge_reports([Path(r["report"]) for r in results], {r.id: r for r in recordings},
-                           TestOptions.from_settings(s))
+    options = TestOptions.from_settings(s)  # every fold's report was scored so (report_is_current)
+    merged = merge_reports([Path(r["report"]) for r in results], {r.id: r for r in recordings}, options)
     out = run_dir(s) / "test-crossval"
-    shared = ("pooling", "models", "time_shifts", "frequency_rolls")
     merged.summary.update(split="crossval", folds=folds, model=[m for r in results for m in r["model"]],
-                          **{k: results[0][k] for k in shared})
+                          models=results[0]["models"], scoring_settings=_scoring_settings(s),
+                          **scoring_summary(options))
     write_report(out, merged)
     summary = {**fold_summary(results), "train_seconds": round(seconds, 1), "reused_folds": reused,
                "tested_only_folds": tested_only,
