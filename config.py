@@ -153,6 +153,7 @@ FREEZE_PRETRAINED = False                    # keep the copied layers fixed whil
 # ----------------------------------------------------------------------------- testing (step 4)
 TEST_SPLIT: Literal["val", "test", "train"] = "val"  # dataset split that test.py scores
 TEST_MODELS: list[str] = []                  # model files, scores averaged (an ensemble); [] = the run's best.keras
+                                             # (test.py, submissions; evaluate.py tests what it trains)
 TEST_MODEL_WEIGHTS: list[float] = []         # one weight per TEST_MODELS entry; [] = equal weights
 TEST_TIME_SHIFTS: list[float] = []           # test-time augmentation: also score the chunk grid shifted by these seconds
 TEST_TIME_ROLLS: list[float] = []            # test-time augmentation: also score every image rolled along frequency by

@@ -189,6 +189,22 @@ def test_evaluate_tests_a_finished_training_without_training_again(trained, tmp_
     assert summary["scoring_settings"]["TEST_TIME_ROLLS"] == [0.05]
 
 
+def test_evaluate_refuses_other_models_before_training(trained, tmp_path, monkeypatch):
+    import utils.training
+
+    # TEST_MODELS would score saved models in place of the one trained (in a cross-validation, on
+    # every fold, models that trained on its held-out recordings) and credit them to this run
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained")
+    monkeypatch.setattr(utils.training, "train_model", no_training)
+    run = trained.replace(RUNS_DIR=str(tmp_path / "runs"), RUN_NAME="other",
+                          TEST_MODELS=[str(steps.run_dir(trained) / "best.keras")])
+    for folds in (0, 2):
+        with pytest.raises(ValueError, match="TEST_MODELS names others"):
+            steps.evaluate_step(run, folds)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_cross_validation_trains_each_fold_resumes_and_logs_the_experiment(trained):
     s = trained.replace(EPOCHS=1, RUN_NAME="cv")
     saved = steps.run_dir(trained) / "config.json"  # the fixture's settings, as a user would pass them

@@ -319,6 +319,10 @@ def evaluate_step(s: Settings, folds: int = 0, overwrite: bool = False) -> dict:
     over runs of other settings (see ``run_folder_state``)."""
     from utils.experiments import append_experiment, experiment_row
 
+    if s["TEST_MODELS"]:  # before anything trains: the row and report would credit other models
+        raise ValueError("evaluate.py tests the model it trains (each fold's own, in a cross-"
+                         f"validation), but TEST_MODELS names others: {s['TEST_MODELS']}. Score "
+                         "saved models with test.py, or leave TEST_MODELS empty here")
     if folds:
         result = crossval_step(s, folds, overwrite)
         if result["reused_folds"] == folds:
