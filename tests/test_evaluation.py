@@ -126,6 +126,40 @@ def test_frequency_rolls_score_every_image_rolled_too(trained, tmp_path):
         steps.test_step(trained.replace(TEST_TIME_ROLLS=[1.0]))
 
 
+def test_roll_cycle_rolls_each_chunk_in_turn_and_scores_it_once(trained, tmp_path):
+    from utils.audio import write_audio
+
+    params = SpecParams.from_settings(trained)
+    rows = round(0.1 * params.height)
+    tta = TTA(roll_cycle=(0.1, -0.1))
+    path = tmp_path / "twelve seconds.wav"  # several chunks, so every turn of the cycle comes round
+    write_audio(path, 0.1 * np.random.default_rng(4).normal(size=12 * params.sample_rate), params.sample_rate)
+    plain, starts = file_images(path, params, pad_short=True)
+    assert len(plain) >= 4
+    result = next(score_files(RowBlocks(), params, [path], tta=tta))
+    expected = [RowBlocks().predict_on_batch(model_input(np.roll(to_uint8(image[None]), (0, rows, -rows)[i % 3],
+                                                                 axis=1))) for i, image in enumerate(plain)]
+    assert np.allclose(result.scores, np.concatenate(expected)) and np.array_equal(result.starts, starts)
+    assert not np.allclose(expected[0], expected[1])
+    # read in segments of two chunks, the turn goes on from each segment's first chunk number
+    two_chunks = (2 * params.step_samples + 1) / params.sample_rate
+    segmented = next(score_files(RowBlocks(), params, [path], tta=tta, segment_seconds=two_chunks))
+    assert np.allclose(segmented.scores, result.scores)
+
+    mean = trained.replace(POOLING="mean")  # the baseline's pooling zeroes most of 3 classes' scores
+    summary = steps.test_step(mean.replace(TEST_TIME_ROLL_CYCLE=[-0.1, 0.1]), out=tmp_path / "cycled")
+    plain_summary = steps.test_step(mean.replace(TEST_TIME_ROLL_CYCLE=[]), out=tmp_path / "plain")
+    cycled, unrolled = (pd.read_csv(tmp_path / name / "scores.csv").set_index("recording")
+                        for name in ("cycled", "plain"))
+    chunks = [pd.read_csv(tmp_path / name / "per_recording.csv")["chunks"] for name in ("cycled", "plain")]
+    assert chunks[0].equals(chunks[1]) and chunks[0].max() >= 2  # no chunk scored twice
+    assert not np.allclose(cycled.to_numpy(), unrolled.to_numpy())
+    assert summary["roll_cycle"] == [-0.1, 0.1] and plain_summary["roll_cycle"] == []
+    assert summary["scoring_settings"]["TEST_TIME_ROLL_CYCLE"] == [-0.1, 0.1]
+    with pytest.raises(ValueError, match="TEST_TIME_ROLL_CYCLE are shares of the image height"):
+        steps.test_step(trained.replace(TEST_TIME_ROLL_CYCLE=[0.5, -1.0]))
+
+
 def test_unknown_labels_are_counted_and_left_out(trained, tmp_path):
     dataset = tmp_path / "dataset"
     shutil.copytree(trained.DATASET_DIR, dataset, symlinks=True)

@@ -89,7 +89,7 @@ def evaluate_recordings(members: list[Member], classes: list[str], recordings: l
 def scoring_summary(options: TestOptions) -> dict:
     """How a report's recordings were scored, for its summary."""
     return {"pooling": options.pooling.method, "time_shifts": list(options.tta.shifts),
-            "frequency_rolls": list(options.tta.rolls)}
+            "frequency_rolls": list(options.tta.rolls), "roll_cycle": list(options.tta.roll_cycle)}
 
 
 def summarise(table: pd.DataFrame, pooled: pd.DataFrame, classes: list[str],

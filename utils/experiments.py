@@ -26,6 +26,7 @@ PATH_SETTINGS = {"RAW_DATA", "DATASET_DIR", "STORE_DIR", "PRETRAINED"}
 # settings a test report depends on (beside the model and the recordings): a report made with
 # other values is not this test's, so it is made again rather than reused
 SCORING_SETTINGS = frozenset({"TEST_MODELS", "TEST_MODEL_WEIGHTS", "TEST_TIME_SHIFTS", "TEST_TIME_ROLLS",
+                              "TEST_TIME_ROLL_CYCLE",
                               "TEST_WITH_BACKGROUND", "CALL_THRESHOLD", "SCORING_RUNTIME", "POOLING",
                               "POOLING_TOP_K", "POOLING_ALPHA"})
 # settings that only decide how a trained model is scored, reported or written into a submission:
@@ -42,7 +43,7 @@ TEST_TIME_SETTINGS = (SCORING_SETTINGS - {"POOLING", "POOLING_TOP_K", "POOLING_A
 # (MIN_SIGNAL_SHARE came with a change to the signal gate, so it is not here).
 VALUE_BEFORE = {"CEPSTRUM_FEATURES": False, "STEM_DOWNSAMPLING": [4, 4], "SQUEEZE_EXCITATION": False,
                 "MIN_FREQUENCY_ROWS": 0, "SELECT_FROM": 0.0, "DROP_PATH": 0.0, "STEM_KERNEL": [5, 5],
-                "BACKGROUND_CHANNEL": False, "TEST_TIME_ROLLS": []}
+                "BACKGROUND_CHANNEL": False, "TEST_TIME_ROLLS": [], "TEST_TIME_ROLL_CYCLE": []}
 
 
 def fold_splits(recordings: list[Recording], folds: int, seed: int) -> list[dict[str, str]]:

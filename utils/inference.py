@@ -61,15 +61,28 @@ class TestTimeAugmentation:
 
     shifts: tuple[float, ...] = ()  # seconds: the chunk grid moved by each offset (whole files only)
     rolls: tuple[float, ...] = ()   # shares of the image height: every image rolled along frequency
+    roll_cycle: tuple[float, ...] = ()  # shares of the height: a file's chunks rolled in turn by 0, then each
 
     def __post_init__(self) -> None:
-        if any(not -1.0 < share < 1.0 for share in self.rolls):
-            raise ValueError("TEST_TIME_ROLLS are shares of the image height in (-1, 1), "
-                             f"got {list(self.rolls)}")
+        for name, shares in (("TEST_TIME_ROLLS", self.rolls), ("TEST_TIME_ROLL_CYCLE", self.roll_cycle)):
+            if any(not -1.0 < share < 1.0 for share in shares):
+                raise ValueError(f"{name} are shares of the image height in (-1, 1), got {list(shares)}")
 
     @classmethod
     def from_settings(cls, s) -> "TestTimeAugmentation":
-        return cls(tuple(s["TEST_TIME_SHIFTS"]), tuple(s["TEST_TIME_ROLLS"]))
+        return cls(tuple(s["TEST_TIME_SHIFTS"]), tuple(s["TEST_TIME_ROLLS"]),
+                   tuple(s["TEST_TIME_ROLL_CYCLE"]))
+
+    def cycled(self, images: np.ndarray, first: int = 0) -> np.ndarray:
+        """``images`` (a file's chunks from its chunk number ``first`` on) with chunk i rolled along
+        frequency by the (i mod n)th of 0 and the ``roll_cycle`` rolls: the chunks pooled into a
+        file's score see its song at several pitches, each chunk still scored once. In place."""
+        rows = [0, *(round(share * images.shape[1]) for share in self.roll_cycle)]
+        turn = (first + np.arange(len(images))) % len(rows)
+        for k, r in enumerate(rows):
+            if r:
+                images[turn == k] = np.roll(images[turn == k], r, axis=1)
+        return images
 
     def rolled(self, images: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The images followed by each roll of them (wrapping round, as the ``roll_v`` training
@@ -93,7 +106,7 @@ def _images_for(piece: Piece, params: SpecParams, tta: TestTimeAugmentation = Te
     if len(images) == 0 and piece.first == 0:
         return piece, None, np.zeros(0), "no audio to score"
     # the same uint8 quantisation as the training store, so test inputs match training inputs
-    return piece, *tta.rolled(to_uint8(images), starts), ""
+    return piece, *tta.rolled(tta.cycled(to_uint8(images), piece.first), starts), ""
 
 
 def _scores_for(piece: Piece, params: SpecParams, tta: TestTimeAugmentation, runtime_file: str
