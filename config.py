@@ -158,9 +158,10 @@ TEST_MODEL_WEIGHTS: list[float] = []         # one weight per TEST_MODELS entry;
 TEST_TIME_SHIFTS: list[float] = []           # test-time augmentation: also score the chunk grid shifted by these seconds
 TEST_TIME_ROLLS: list[float] = []            # test-time augmentation: also score every image rolled along frequency by
                                              # these shares of its height (wrapping round, as roll_v in training)
-TEST_TIME_ROLL_CYCLE: list[float] = [0.03, -0.03]  # test-time, at no extra cost: a file's chunks scored in turn plain, then
-                                             # rolled along frequency by each of these shares of the height (as TEST_TIME_ROLLS),
-                                             # so the chunks pooled into one score see the song at several pitches; [] = all plain
+TEST_TIME_ROLL_CYCLE: list[float] = [0.03, -0.03]  # at no extra cost: a file's chunks scored in turn plain,
+                                             # then rolled along frequency by each of these shares of the height (as
+                                             # TEST_TIME_ROLLS), so the chunks pooled into one score see the song at
+                                             # several pitches; [] = every chunk plain
 POOLING: Literal["median_filtered", "mean", "max", "top_k_mean", "mean_exp", "log_mean"] = "median_filtered"
                                              # chunk -> recording scores; utils/pooling.py says what each does
 POOLING_TOP_K = 3                            # top_k_mean: chunks averaged per class
