@@ -57,7 +57,8 @@ def plan_pieces(paths: list[str], params: SpecParams, segment_seconds: float) ->
 
 @dataclass(frozen=True)
 class TestTimeAugmentation:
-    """Views of each file that are scored besides its plain chunk images, and pooled with them."""
+    """How each file's chunk images are shown to the model: rolled in turn (``roll_cycle``, no extra
+    cost), and views scored besides them and pooled with them (``shifts``, ``rolls``)."""
 
     shifts: tuple[float, ...] = ()  # seconds: the chunk grid moved by each offset (whole files only)
     rolls: tuple[float, ...] = ()   # shares of the image height: every image rolled along frequency
@@ -144,7 +145,8 @@ def score_files(model, params: SpecParams, paths: Iterable[str | Path], batch_si
     Worker processes decode and make spectrograms while this process runs the model; chunks of
     several files share a batch, and files longer than ``segment_seconds`` are read segment by
     segment, so decode memory does not grow with file length. ``tta``: test-time augmentation,
-    shifted chunk grids (files up to ``segment_seconds``) and rolled images scored too.
+    chunks rolled in turn, and shifted chunk grids (files up to ``segment_seconds``) and rolled
+    images scored too.
     ``runtime_file``: an exported model (LiteRT) that each worker process runs itself on its own
     pieces, instead of ``model`` in this process. ``pool``: worker processes already started
     (``utils.extract.worker_pool``), kept for the next call.
