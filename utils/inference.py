@@ -78,21 +78,27 @@ class TestTimeAugmentation:
         """``images`` (a file's chunks from its chunk number ``first`` on) with chunk i rolled along
         frequency by the (i mod n)th of 0 and the ``roll_cycle`` rolls: the chunks pooled into a
         file's score see its song at several pitches, each chunk still scored once. In place."""
-        rows = [0, *(round(share * images.shape[1]) for share in self.roll_cycle)]
+        rows = [0, *_whole_rows(self.roll_cycle, images.shape[1])]
         turn = (first + np.arange(len(images))) % len(rows)
         for k, r in enumerate(rows):
             if r:
-                images[turn == k] = np.roll(images[turn == k], r, axis=1)
+                picked = turn == k
+                images[picked] = np.roll(images[picked], r, axis=1)
         return images
 
     def rolled(self, images: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The images followed by each roll of them (wrapping round, as the ``roll_v`` training
         augmentation does), their start times repeated; rolls of the same whole rows count once."""
-        rows = [r for r in dict.fromkeys(round(share * images.shape[1]) for share in self.rolls) if r]
+        rows = [r for r in dict.fromkeys(_whole_rows(self.rolls, images.shape[1])) if r]
         if not rows:
             return images, starts
         return (np.concatenate([images, *(np.roll(images, r, axis=1) for r in rows)]),
                 np.tile(starts, 1 + len(rows)))
+
+
+def _whole_rows(shares: tuple[float, ...], height: int) -> list[int]:
+    """Rolls given as shares of the image height, in whole rows (``roll_v`` in training likewise)."""
+    return [round(share * height) for share in shares]
 
 
 def _images_for(piece: Piece, params: SpecParams, tta: TestTimeAugmentation = TestTimeAugmentation()
